@@ -1,0 +1,5 @@
+"""The `relay` command (being built)."""
+
+
+def main() -> None:
+    raise SystemExit("relay: the CLI is not built yet")

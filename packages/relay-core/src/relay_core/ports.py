@@ -1,0 +1,172 @@
+"""The ports: what the domain needs from the outside world, as structural protocols.
+
+A storage backend implements `Store`; its `transaction()` is the unit of work. Every use case of
+`relay_core.Relay` runs in exactly one transaction (culling: one per batch), and the audit rows
+of a change are written inside it, so a change and its audit rows commit or vanish together.
+
+The transaction exposes small primitives. The one that matters for speed is
+`lease_free_license`: the store picks the free license itself, in the order core defines
+(`Strategy`), so an indexed backend never loads every license to choose one:
+
+- fifo: the earliest added free license (`created_at`, ties broken by insertion order);
+- lifo: the latest added free license (`created_at`, ties broken by latest insertion);
+- rand: uniformly at random among the free ones, drawn from the `rng` passed in.
+
+"Free" means not leased, in the requested pool (None = the global pool), and with a license file
+that has not expired at `now` (`file_expires_at` is None or `now <= file_expires_at`).
+
+`StorageContract` in `relay_core.testing` checks every one of these rules.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+import attrs
+
+from .model import AuditEntry, AuditRecord, EventType, License, LicenseFile, NewLicense, Node, Pool
+from .model import Strategy
+
+__all__ = [
+    "ANY_POOL",
+    "AnyPool",
+    "AuditQuery",
+    "Clock",
+    "Culled",
+    "LicenseVerifier",
+    "PoolFilter",
+    "Store",
+    "Transaction",
+    "VerifierFactory",
+]
+
+
+class AnyPool(enum.Enum):
+    """The type of `ANY_POOL`."""
+
+    ANY = "any"
+
+
+ANY_POOL = AnyPool.ANY
+"""A pool filter that matches every pool and the global pool."""
+
+PoolFilter = int | None | AnyPool
+"""A pool id, None for the global pool, or ANY_POOL."""
+
+
+@attrs.frozen
+class Culled:
+    """One node deactivated by a cull, with the license it held (if any) and that license's pool."""
+
+    node_id: int
+    license_id: int | None
+    pool_id: int | None
+
+
+@attrs.frozen
+class AuditQuery:
+    """Which audit rows to read: newest first, at most `limit`."""
+
+    limit: int = 100
+    pool_id: PoolFilter = ANY_POOL
+    events: tuple[EventType, ...] = ()
+    since: int | None = None
+
+
+class Transaction(Protocol):
+    """The primitives a store offers inside one unit of work.
+
+    Raising out of the `with` block rolls everything back. Methods raise only `RelayError`
+    subclasses (`DuplicateLicenseError`, `StorageError` and its children).
+    """
+
+    # pools
+    def get_pool(self, name: str) -> Pool | None: ...
+    def create_pool(self, name: str, now: int) -> Pool: ...
+    def list_pools(self) -> list[Pool]: ...
+
+    # licenses
+    def insert_license(self, new: NewLicense, pool_id: int | None, now: int) -> License:
+        """Store a license; raise `DuplicateLicenseError` if its guid, key or file is taken."""
+        ...
+
+    def get_license(self, guid: str) -> License | None: ...
+
+    def list_licenses(self, pool_id: PoolFilter) -> list[License]:
+        """Licenses in insertion order (ascending id)."""
+        ...
+
+    def delete_license(self, license_id: int) -> None: ...
+    def license_held_by(self, node_id: int) -> License | None: ...
+    def has_free_license(self, pool_id: int | None, now: int) -> bool: ...
+
+    def lease_free_license(
+        self, pool_id: int | None, node_id: int, strategy: Strategy, now: int, rng: random.Random
+    ) -> License | None:
+        """Pick a free license in strategy order and lease it to the node.
+
+        Sets `node_id`, `last_claimed_at = now` and `claims + 1`; returns the updated license,
+        or None when the pool has no free license.
+        """
+        ...
+
+    def release_license(self, license_id: int, now: int) -> None:
+        """Free the license: `node_id = None`, `last_released_at = now`."""
+        ...
+
+    # nodes
+    def get_active_node(self, fingerprint: str) -> Node | None: ...
+
+    def activate_node(self, fingerprint: str, now: int) -> Node:
+        """Insert the node, or reactivate its deactivated row (keeping its id and created_at)."""
+        ...
+
+    def heartbeat_node(self, node_id: int, now: int) -> None: ...
+    def deactivate_node(self, node_id: int, now: int) -> None: ...
+    def get_node(self, node_id: int) -> Node | None: ...
+
+    def cull_batch(self, cutoff: int, now: int, limit: int) -> list[Culled]:
+        """Deactivate up to `limit` active nodes with `last_heartbeat_at <= cutoff`.
+
+        Their licenses are released (`last_released_at = now`) and the nodes deactivated
+        (`deactivated_at = now`); returns what was culled, at most `limit` entries.
+        """
+        ...
+
+    # audit
+    def append_audit(self, entries: Sequence[AuditEntry]) -> None: ...
+    def read_audit(self, query: AuditQuery) -> list[AuditRecord]: ...
+
+
+class Store(Protocol):
+    """A storage backend: opens units of work and can be closed."""
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """Begin a write transaction; commit on normal exit, roll back on an exception."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Clock(Protocol):
+    """The time source; `now()` returns Unix seconds."""
+
+    def now(self) -> float: ...
+
+
+class LicenseVerifier(Protocol):
+    """Verifies and decrypts a license file with the key a vendor handed out."""
+
+    def verify(self, raw: bytes, key: str, *, now: float) -> LicenseFile:
+        """Return the decrypted file, or raise `VerificationError` / `DecryptionError`."""
+        ...
+
+
+class VerifierFactory(Protocol):
+    """Builds a verifier for a public key (Ed25519 hex or RSA PEM)."""
+
+    def __call__(self, public_key: str) -> LicenseVerifier: ...

@@ -1,0 +1,396 @@
+"""The use cases of Relay, in one service built from its ports."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import attrs
+
+from .errors import (
+    BulkError,
+    ClaimConflictError,
+    ClaimNotFoundError,
+    DuplicateLicenseError,
+    LicenseFileNotFoundError,
+    LicenseFileReadError,
+    LicenseNotFoundError,
+    NoLicensesAvailableError,
+    PoolNotFoundError,
+    RelayError,
+)
+from .model import (
+    AuditEntry,
+    AuditRecord,
+    ClaimStatus,
+    EntityType,
+    EventType,
+    Lease,
+    License,
+    LicenseFile,
+    NewLicense,
+    Node,
+    Pool,
+    Strategy,
+)
+from .ports import (
+    ANY_POOL,
+    AuditQuery,
+    Clock,
+    LicenseVerifier,
+    PoolFilter,
+    Store,
+    Transaction,
+    VerifierFactory,
+)
+
+__all__ = ["CullReport", "LicenseSource", "Relay", "SystemClock", "read_license_source"]
+
+LicenseSource = str | os.PathLike[str] | bytes
+"""A license file given as a path, or as its bytes."""
+
+CULL_BATCH = 1000
+"""Nodes culled per transaction, so the write lock is never held long (see performance notes)."""
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> float:
+        return time.time()
+
+
+def _keygen_factory(public_key: str) -> LicenseVerifier:
+    # Imported here so `import relay_core` stays free of the crypto stack.
+    from .keygen import KeygenVerifier
+
+    return KeygenVerifier(public_key)
+
+
+def read_license_source(source: LicenseSource) -> tuple[str, bytes]:
+    """Return a label for messages and the file's bytes; path errors become `RelayError`s."""
+    if isinstance(source, bytes):
+        return "<bytes>", source
+    path = os.fspath(source)
+    try:
+        return path, Path(path).read_bytes()
+    except FileNotFoundError:
+        raise LicenseFileNotFoundError(path) from None
+    except OSError as exc:
+        raise LicenseFileReadError(path, f"read {path}: {exc.strerror or exc}") from None
+
+
+@attrs.frozen
+class CullReport:
+    """What one cull pass did."""
+
+    released: int
+    culled: int
+
+
+def _ttl_seconds(ttl: int | float | timedelta) -> int:
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
+    return int(seconds)
+
+
+@attrs.define
+class Relay:
+    """Floating-license leasing over a store: add, remove, list, claim, release, cull.
+
+    Every use case runs in one store transaction, and writes its audit rows in that same
+    transaction (unless `audit` is off), so a crash never separates a change from its record.
+    """
+
+    store: Store
+    clock: Clock = attrs.field(factory=SystemClock, kw_only=True)
+    strategy: Strategy = attrs.field(default=Strategy.FIFO, converter=Strategy, kw_only=True)
+    ttl: int = attrs.field(default=60, converter=_ttl_seconds, kw_only=True)
+    heartbeats: bool = attrs.field(default=True, kw_only=True)
+    audit: bool = attrs.field(default=True, kw_only=True)
+    rng: random.Random = attrs.field(factory=random.Random, kw_only=True)
+    verifier: VerifierFactory = attrs.field(default=_keygen_factory, kw_only=True)
+
+    def _now(self) -> int:
+        return int(self.clock.now())
+
+    def _audit(self, tx: Transaction, entries: Sequence[AuditEntry]) -> None:
+        if self.audit and entries:
+            tx.append_audit(entries)
+
+    # -- licenses ---------------------------------------------------------------------------
+
+    def verify_license(self, source: LicenseSource, key: str, *, public_key: str) -> LicenseFile:
+        """Read, verify and decrypt one license file without storing it."""
+        _, raw = read_license_source(source)
+        return self.verifier(public_key).verify(raw, key.strip(), now=self.clock.now())
+
+    def add_licenses(
+        self,
+        items: Iterable[tuple[LicenseSource, str]],
+        *,
+        public_key: str,
+        pool: str | None = None,
+    ) -> list[License]:
+        """Verify, decrypt and store license files, all or nothing.
+
+        Every (file, key) pair is checked; if any fails, `BulkError` lists each failure and
+        nothing is stored. A named pool is created on first use.
+        """
+        verifier = self.verifier(public_key)
+        now_f = self.clock.now()
+        loaded: list[tuple[str, LicenseFile]] = []
+        errors: list[tuple[str, RelayError]] = []
+        seen: set[str] = set()
+        for source, key in items:
+            label = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
+            try:
+                label, raw = read_license_source(source)
+                file = verifier.verify(raw, key.strip(), now=now_f)
+            except RelayError as exc:
+                errors.append((label, exc))
+                continue
+            if file.guid in seen:
+                errors.append((label, DuplicateLicenseError(file.guid)))
+                continue
+            seen.add(file.guid)
+            loaded.append((label, file))
+        if errors:
+            raise BulkError(errors)
+
+        now = int(now_f)
+        pool_name = pool or None
+        with self.store.transaction() as tx:
+            pool_id = self._find_or_create_pool(tx, pool_name, now) if pool_name else None
+            added: list[License] = []
+            for label, file in loaded:
+                new = NewLicense(file.guid, file.raw, file.key, file.expires_at)
+                try:
+                    added.append(tx.insert_license(new, pool_id, now))
+                except DuplicateLicenseError as exc:
+                    errors.append((label, exc))
+            if errors:
+                raise BulkError(errors)
+            self._audit(
+                tx,
+                [
+                    AuditEntry(EventType.LICENSE_ADDED, EntityType.LICENSE, lic.id, pool_id, now)
+                    for lic in added
+                ],
+            )
+        return added
+
+    def add_license(
+        self, source: LicenseSource, key: str, *, public_key: str, pool: str | None = None
+    ) -> License:
+        """Add one license file; raises its own error rather than a `BulkError`."""
+        try:
+            return self.add_licenses([(source, key)], public_key=public_key, pool=pool)[0]
+        except BulkError as exc:
+            raise exc.errors[0][1] from None
+
+    def _find_or_create_pool(self, tx: Transaction, name: str, now: int) -> int:
+        found = tx.get_pool(name)
+        if found is not None:
+            return found.id
+        created = tx.create_pool(name, now)
+        self._audit(tx, [AuditEntry(EventType.POOL_ADDED, EntityType.POOL, created.id, None, now)])
+        return created.id
+
+    def remove_licenses(self, guids: Sequence[str], *, pool: str | None = None) -> list[License]:
+        """Delete licenses by GUID, all or nothing; a leased license is released first.
+
+        With `pool`, only licenses in that pool match. Returns the removed licenses.
+        """
+        now = self._now()
+        with self.store.transaction() as tx:
+            pool_filter: PoolFilter = ANY_POOL
+            if pool:
+                pool_filter = self._pool_id(tx, pool)
+            errors: list[tuple[str, RelayError]] = []
+            found: list[License] = []
+            for guid in guids:
+                lic = tx.get_license(guid)
+                if lic is None or (pool_filter is not ANY_POOL and lic.pool_id != pool_filter):
+                    errors.append((guid, LicenseNotFoundError(guid)))
+                elif lic.id not in {f.id for f in found}:
+                    found.append(lic)
+            if errors:
+                raise BulkError(errors)
+            entries: list[AuditEntry] = []
+            for lic in found:
+                if lic.node_id is not None:
+                    tx.release_license(lic.id, now)
+                    tx.deactivate_node(lic.node_id, now)
+                    entries += self._release_events(lic.id, lic.node_id, lic.pool_id, now)
+                tx.delete_license(lic.id)
+                entries.append(
+                    AuditEntry(EventType.LICENSE_REMOVED, EntityType.LICENSE, lic.id, lic.pool_id, now)
+                )
+            self._audit(tx, entries)
+        return found
+
+    def list_licenses(self, pool: str | None = None) -> list[License]:
+        """Licenses in insertion order: all pools when `pool` is None, else that pool's."""
+        with self.store.transaction() as tx:
+            pool_filter: PoolFilter = ANY_POOL if not pool else self._pool_id(tx, pool)
+            return tx.list_licenses(pool_filter)
+
+    def get_license(self, guid: str) -> License:
+        """The license with this GUID, in any pool."""
+        with self.store.transaction() as tx:
+            lic = tx.get_license(guid)
+        if lic is None:
+            raise LicenseNotFoundError(guid)
+        return lic
+
+    def list_pools(self) -> list[Pool]:
+        """Every pool, in creation order."""
+        with self.store.transaction() as tx:
+            return tx.list_pools()
+
+    def get_node(self, node_id: int) -> Node | None:
+        """The node with this row id, active or not."""
+        with self.store.transaction() as tx:
+            return tx.get_node(node_id)
+
+    def audit_log(
+        self,
+        *,
+        limit: int = 100,
+        pool: str | None = None,
+        events: Sequence[EventType] = (),
+        since: int | None = None,
+    ) -> list[AuditRecord]:
+        """Audit rows, newest first, optionally for one pool, some events, or since a time."""
+        with self.store.transaction() as tx:
+            pool_filter: PoolFilter = ANY_POOL if not pool else self._pool_id(tx, pool)
+            query = AuditQuery(limit=limit, pool_id=pool_filter, events=tuple(events), since=since)
+            return tx.read_audit(query)
+
+    # -- leases -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _pool_id(tx: Transaction, name: str | None) -> int | None:
+        if not name:
+            return None
+        found = tx.get_pool(name)
+        if found is None:
+            raise PoolNotFoundError(name)
+        return found.id
+
+    def claim(self, fingerprint: str, pool: str | None = None) -> Lease:
+        """Lease a free license to the node, or extend the lease it already holds in this pool.
+
+        Raises `PoolNotFoundError`, `ClaimConflictError` (heartbeats off and already leased, or a
+        lease held in another pool while this one has a free license), or
+        `NoLicensesAvailableError`.
+        """
+        now = self._now()
+        with self.store.transaction() as tx:
+            pool_id = self._pool_id(tx, pool)
+            node = tx.get_active_node(fingerprint)
+            entries: list[AuditEntry] = []
+            if node is not None:
+                held = tx.license_held_by(node.id)
+                if held is not None:
+                    if held.pool_id != pool_id:
+                        if tx.has_free_license(pool_id, now):
+                            raise ClaimConflictError()
+                        raise NoLicensesAvailableError()
+                    if not self.heartbeats:
+                        raise ClaimConflictError()
+                    tx.heartbeat_node(node.id, now)
+                    self._audit(
+                        tx,
+                        [
+                            AuditEntry(
+                                EventType.LICENSE_LEASE_EXTENDED,
+                                EntityType.LICENSE,
+                                held.id,
+                                pool_id,
+                                now,
+                            ),
+                            AuditEntry(
+                                EventType.NODE_HEARTBEAT_PING, EntityType.NODE, node.id, pool_id, now
+                            ),
+                        ],
+                    )
+                    node = attrs.evolve(node, last_heartbeat_at=now)
+                    return Lease(ClaimStatus.EXTENDED, held, node, now + self.ttl, self.ttl)
+            else:
+                node = tx.activate_node(fingerprint, now)
+                entries.append(
+                    AuditEntry(EventType.NODE_ACTIVATED, EntityType.NODE, node.id, pool_id, now)
+                )
+            lic = tx.lease_free_license(pool_id, node.id, self.strategy, now, self.rng)
+            if lic is None:
+                raise NoLicensesAvailableError()
+            tx.heartbeat_node(node.id, now)
+            entries += [
+                AuditEntry(EventType.LICENSE_LEASED, EntityType.LICENSE, lic.id, pool_id, now),
+                AuditEntry(EventType.NODE_HEARTBEAT_PING, EntityType.NODE, node.id, pool_id, now),
+            ]
+            self._audit(tx, entries)
+            node = attrs.evolve(node, last_heartbeat_at=now)
+            return Lease(ClaimStatus.CREATED, lic, node, now + self.ttl, self.ttl)
+
+    @staticmethod
+    def _release_events(
+        license_id: int, node_id: int, pool_id: int | None, now: int
+    ) -> list[AuditEntry]:
+        return [
+            AuditEntry(EventType.LICENSE_RELEASED, EntityType.LICENSE, license_id, pool_id, now),
+            AuditEntry(EventType.NODE_DEACTIVATED, EntityType.NODE, node_id, pool_id, now),
+        ]
+
+    def release(self, fingerprint: str, pool: str | None = None) -> License:
+        """End the node's lease in this pool and deactivate the node; returns the freed license.
+
+        Raises `ClaimNotFoundError` (checked first, as Keygen Relay does) or `PoolNotFoundError`.
+        """
+        now = self._now()
+        with self.store.transaction() as tx:
+            node = tx.get_active_node(fingerprint)
+            if node is None:
+                raise ClaimNotFoundError()
+            pool_id = self._pool_id(tx, pool)
+            held = tx.license_held_by(node.id)
+            if held is None or held.pool_id != pool_id:
+                raise ClaimNotFoundError()
+            tx.release_license(held.id, now)
+            tx.deactivate_node(node.id, now)
+            self._audit(tx, self._release_events(held.id, node.id, pool_id, now))
+        return attrs.evolve(held, node_id=None, last_released_at=now)
+
+    def cull(self) -> CullReport:
+        """Free every lease whose node missed heartbeats for the TTL, and deactivate those nodes.
+
+        One cutoff is used for the whole pass; work is done in batches of `CULL_BATCH` nodes,
+        one transaction each, so other requests interleave.
+        """
+        now = self._now()
+        cutoff = now - self.ttl
+        released = culled = 0
+        while True:
+            with self.store.transaction() as tx:
+                batch = tx.cull_batch(cutoff, now, CULL_BATCH)
+                entries = [
+                    AuditEntry(
+                        EventType.LICENSE_LEASE_EXPIRED, EntityType.LICENSE, c.license_id, c.pool_id, now
+                    )
+                    for c in batch
+                    if c.license_id is not None
+                ]
+                entries += [
+                    AuditEntry(EventType.NODE_CULLED, EntityType.NODE, c.node_id, c.pool_id, now)
+                    for c in batch
+                ]
+                self._audit(tx, entries)
+            released += sum(1 for c in batch if c.license_id is not None)
+            culled += len(batch)
+            if len(batch) < CULL_BATCH:
+                return CullReport(released=released, culled=culled)

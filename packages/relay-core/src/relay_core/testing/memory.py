@@ -1,0 +1,242 @@
+"""`MemoryStore`: the reference storage adapter, kept in dictionaries.
+
+It is the executable definition of the store port: small enough to read in one sitting, used as
+the test double for the service, and held to the same `StorageContract` as real backends.
+Transactions are serialised by one lock and rolled back by restoring a snapshot (the records are
+frozen, so a shallow copy of each table is a full snapshot).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ..errors import DuplicateLicenseError
+from ..model import AuditEntry, AuditRecord, EntityType, License, NewLicense, Node, Pool, Strategy
+from ..ports import ANY_POOL, AuditQuery, Culled, PoolFilter
+
+__all__ = ["MemoryStore", "MemoryTransaction"]
+
+
+@attrs.define
+class _Tables:
+    pools: dict[int, Pool] = attrs.Factory(dict)
+    licenses: dict[int, License] = attrs.Factory(dict)
+    nodes: dict[int, Node] = attrs.Factory(dict)
+    audit: list[tuple[int, AuditEntry]] = attrs.Factory(list)
+    next_id: dict[str, int] = attrs.Factory(lambda: {"pools": 0, "licenses": 0, "nodes": 0, "audit": 0})
+
+    def copy(self) -> _Tables:
+        return _Tables(
+            dict(self.pools), dict(self.licenses), dict(self.nodes), list(self.audit), dict(self.next_id)
+        )
+
+    def new_id(self, table: str) -> int:
+        self.next_id[table] += 1
+        return self.next_id[table]
+
+
+class MemoryTransaction:
+    """The unit of work of `MemoryStore`; see `relay_core.ports.Transaction`."""
+
+    def __init__(self, tables: _Tables) -> None:
+        self._t = tables
+
+    # pools
+    def get_pool(self, name: str) -> Pool | None:
+        return next((p for p in self._t.pools.values() if p.name == name), None)
+
+    def create_pool(self, name: str, now: int) -> Pool:
+        pool = Pool(self._t.new_id("pools"), name, now)
+        self._t.pools[pool.id] = pool
+        return pool
+
+    def list_pools(self) -> list[Pool]:
+        return sorted(self._t.pools.values(), key=lambda p: p.id)
+
+    # licenses
+    def insert_license(self, new: NewLicense, pool_id: int | None, now: int) -> License:
+        for lic in self._t.licenses.values():
+            if new.guid == lic.guid or new.key == lic.key or new.file == lic.file:
+                raise DuplicateLicenseError(new.guid)
+        lic = License(
+            id=self._t.new_id("licenses"),
+            guid=new.guid,
+            file=new.file,
+            key=new.key,
+            claims=0,
+            last_claimed_at=None,
+            last_released_at=None,
+            node_id=None,
+            pool_id=pool_id,
+            created_at=now,
+            file_expires_at=new.file_expires_at,
+        )
+        self._t.licenses[lic.id] = lic
+        return lic
+
+    def get_license(self, guid: str) -> License | None:
+        return next((lic for lic in self._t.licenses.values() if lic.guid == guid), None)
+
+    def list_licenses(self, pool_id: PoolFilter) -> list[License]:
+        return [
+            lic
+            for _, lic in sorted(self._t.licenses.items())
+            if pool_id is ANY_POOL or lic.pool_id == pool_id
+        ]
+
+    def delete_license(self, license_id: int) -> None:
+        self._t.licenses.pop(license_id, None)
+
+    def license_held_by(self, node_id: int) -> License | None:
+        return next((lic for lic in self._t.licenses.values() if lic.node_id == node_id), None)
+
+    def _free(self, pool_id: int | None, now: int) -> list[License]:
+        return [
+            lic
+            for _, lic in sorted(self._t.licenses.items())
+            if lic.pool_id == pool_id and lic.node_id is None and not lic.file_expired(now)
+        ]
+
+    def has_free_license(self, pool_id: int | None, now: int) -> bool:
+        return bool(self._free(pool_id, now))
+
+    def lease_free_license(
+        self, pool_id: int | None, node_id: int, strategy: Strategy, now: int, rng: random.Random
+    ) -> License | None:
+        free = self._free(pool_id, now)
+        if not free:
+            return None
+        if strategy is Strategy.RAND:
+            chosen = free[rng.randrange(len(free))]
+        elif strategy is Strategy.LIFO:
+            chosen = max(free, key=lambda lic: (lic.created_at, lic.id))
+        else:
+            chosen = min(free, key=lambda lic: (lic.created_at, lic.id))
+        leased = attrs.evolve(
+            chosen, node_id=node_id, last_claimed_at=now, claims=chosen.claims + 1
+        )
+        self._t.licenses[leased.id] = leased
+        return leased
+
+    def release_license(self, license_id: int, now: int) -> None:
+        lic = self._t.licenses[license_id]
+        self._t.licenses[license_id] = attrs.evolve(lic, node_id=None, last_released_at=now)
+
+    # nodes
+    def get_active_node(self, fingerprint: str) -> Node | None:
+        return next(
+            (n for n in self._t.nodes.values() if n.fingerprint == fingerprint and n.active), None
+        )
+
+    def activate_node(self, fingerprint: str, now: int) -> Node:
+        for node in self._t.nodes.values():
+            if node.fingerprint == fingerprint:
+                node = attrs.evolve(node, deactivated_at=None)
+                self._t.nodes[node.id] = node
+                return node
+        node = Node(self._t.new_id("nodes"), fingerprint, None, now, None)
+        self._t.nodes[node.id] = node
+        return node
+
+    def heartbeat_node(self, node_id: int, now: int) -> None:
+        node = self._t.nodes[node_id]
+        self._t.nodes[node_id] = attrs.evolve(node, last_heartbeat_at=now)
+
+    def deactivate_node(self, node_id: int, now: int) -> None:
+        node = self._t.nodes[node_id]
+        if node.active:
+            self._t.nodes[node_id] = attrs.evolve(node, deactivated_at=now)
+
+    def get_node(self, node_id: int) -> Node | None:
+        return self._t.nodes.get(node_id)
+
+    def cull_batch(self, cutoff: int, now: int, limit: int) -> list[Culled]:
+        dead = [
+            n
+            for _, n in sorted(self._t.nodes.items())
+            if n.active and n.last_heartbeat_at is not None and n.last_heartbeat_at <= cutoff
+        ][:limit]
+        culled = []
+        for node in dead:
+            held = self.license_held_by(node.id)
+            if held is not None:
+                self.release_license(held.id, now)
+            self.deactivate_node(node.id, now)
+            culled.append(
+                Culled(node.id, held.id if held else None, held.pool_id if held else None)
+            )
+        return culled
+
+    # audit
+    def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        for entry in entries:
+            self._t.audit.append((self._t.new_id("audit"), entry))
+
+    def _label(self, entry: AuditEntry) -> str | None:
+        if entry.entity_type is EntityType.LICENSE:
+            lic = self._t.licenses.get(entry.entity_id)
+            return lic.guid if lic else None
+        if entry.entity_type is EntityType.NODE:
+            node = self._t.nodes.get(entry.entity_id)
+            return node.fingerprint if node else None
+        if entry.entity_type is EntityType.POOL:
+            pool = self._t.pools.get(entry.entity_id)
+            return pool.name if pool else None
+        return None
+
+    def read_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        records: list[AuditRecord] = []
+        for row_id, e in reversed(self._t.audit):
+            if len(records) >= query.limit:
+                break
+            if query.pool_id is not ANY_POOL and e.pool_id != query.pool_id:
+                continue
+            if query.events and e.event not in query.events:
+                continue
+            if query.since is not None and e.created_at < query.since:
+                continue
+            pool = self._t.pools.get(e.pool_id) if e.pool_id is not None else None
+            records.append(
+                AuditRecord(
+                    id=row_id,
+                    event=e.event,
+                    entity_type=e.entity_type,
+                    entity_id=e.entity_id,
+                    entity_label=self._label(e),
+                    pool_id=e.pool_id,
+                    pool_name=pool.name if pool else None,
+                    created_at=e.created_at,
+                )
+            )
+        return records
+
+
+class MemoryStore:
+    """An in-process store; transactions are serialised and rolled back on exceptions."""
+
+    def __init__(self) -> None:
+        self._tables = _Tables()
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[MemoryTransaction]:
+        with self._lock:
+            work = self._tables.copy()
+            yield MemoryTransaction(work)
+            self._tables = work
+
+    def close(self) -> None:
+        """Nothing to release; present for the port."""
+
+
+if TYPE_CHECKING:
+    from ..ports import Store, Transaction
+
+    _store: type[Store] = MemoryStore
+    _tx: type[Transaction] = MemoryTransaction
