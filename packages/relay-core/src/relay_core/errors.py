@@ -101,7 +101,11 @@ class VerificationError(LicenseFileError):
     """Raised when a file's signature does not verify (or the file cannot be parsed at all)."""
 
     def __init__(self, detail: str, *, kind: str = "license") -> None:
-        prefix = f"{kind} verification failed" if kind == "license" else f"{kind} file could not be verified"
+        prefix = (
+            f"{kind} verification failed"
+            if kind == "license"
+            else f"{kind} file could not be verified"
+        )
         super().__init__(f"{prefix}: {kind} file is invalid ({detail})")
         self.reason = FileReason.INVALID
         self.detail = detail
@@ -111,7 +115,9 @@ class VerificationError(LicenseFileError):
 class DecryptionError(LicenseFileError):
     """Raised when a verified file cannot be decrypted or fails its clock checks."""
 
-    def __init__(self, reason: FileReason, detail: str | None = None, *, kind: str = "license") -> None:
+    def __init__(
+        self, reason: FileReason, detail: str | None = None, *, kind: str = "license"
+    ) -> None:
         text = _file_text(kind, reason)
         if kind == "license":
             message = f"license decryption failed: {text}"

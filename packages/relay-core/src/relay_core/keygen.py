@@ -89,14 +89,18 @@ def _load_public_key(public_key: str) -> Ed25519PublicKey | RSAPublicKey:
         try:
             key = serialization.load_pem_public_key(text.encode())
         except ValueError:
-            raise InvalidPublicKeyError("invalid public key: not a readable PEM public key") from None
+            raise InvalidPublicKeyError(
+                "invalid public key: not a readable PEM public key"
+            ) from None
         if not isinstance(key, RSAPublicKey | Ed25519PublicKey):
             raise InvalidPublicKeyError("invalid public key: PEM key is neither RSA nor Ed25519")
         return key
     try:
         raw = bytes.fromhex(text)
     except ValueError:
-        raise InvalidPublicKeyError("invalid public key: not hex (expected 64 hex digits)") from None
+        raise InvalidPublicKeyError(
+            "invalid public key: not hex (expected 64 hex digits)"
+        ) from None
     if len(raw) != 32:
         raise InvalidPublicKeyError(
             f"invalid public key: {len(raw)} bytes, an Ed25519 key has 32 (64 hex digits)"
@@ -171,7 +175,9 @@ class KeygenVerifier:
         try:
             ciphertext, iv, tag = (_b64(p) for p in parts)
         except binascii.Error:
-            raise DecryptionError(FileReason.INVALID, "ciphertext is not base64", kind=kind) from None
+            raise DecryptionError(
+                FileReason.INVALID, "ciphertext is not base64", kind=kind
+            ) from None
         if not 8 <= len(iv) <= 128 or len(tag) != 16:
             raise DecryptionError(FileReason.INVALID, "bad nonce or tag length", kind=kind)
         secret = hashlib.sha256(key.encode("utf-8")).digest()
@@ -207,7 +213,9 @@ class KeygenVerifier:
         if not isinstance(guid, str) or not guid:
             raise DecryptionError(FileReason.INVALID, "dataset has no data.id", kind=kind)
         if not isinstance(file_key, str) or (kind == "license" and not file_key):
-            raise DecryptionError(FileReason.INVALID, "dataset has no data.attributes.key", kind=kind)
+            raise DecryptionError(
+                FileReason.INVALID, "dataset has no data.attributes.key", kind=kind
+            )
         return LicenseFile(
             raw=raw,
             guid=guid,

@@ -28,8 +28,17 @@ from typing import Protocol
 
 import attrs
 
-from .model import AuditEntry, AuditRecord, EventType, License, LicenseFile, NewLicense, Node, Pool
-from .model import Strategy
+from .model import (
+    AuditEntry,
+    AuditRecord,
+    EventType,
+    License,
+    LicenseFile,
+    NewLicense,
+    Node,
+    Pool,
+    Strategy,
+)
 
 __all__ = [
     "ANY_POOL",

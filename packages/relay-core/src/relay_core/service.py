@@ -228,7 +228,9 @@ class Relay:
                     entries += self._release_events(lic.id, lic.node_id, lic.pool_id, now)
                 tx.delete_license(lic.id)
                 entries.append(
-                    AuditEntry(EventType.LICENSE_REMOVED, EntityType.LICENSE, lic.id, lic.pool_id, now)
+                    AuditEntry(
+                        EventType.LICENSE_REMOVED, EntityType.LICENSE, lic.id, lic.pool_id, now
+                    )
                 )
             self._audit(tx, entries)
         return found
@@ -315,7 +317,11 @@ class Relay:
                                 now,
                             ),
                             AuditEntry(
-                                EventType.NODE_HEARTBEAT_PING, EntityType.NODE, node.id, pool_id, now
+                                EventType.NODE_HEARTBEAT_PING,
+                                EntityType.NODE,
+                                node.id,
+                                pool_id,
+                                now,
                             ),
                         ],
                     )
@@ -380,7 +386,11 @@ class Relay:
                 batch = tx.cull_batch(cutoff, now, CULL_BATCH)
                 entries = [
                     AuditEntry(
-                        EventType.LICENSE_LEASE_EXPIRED, EntityType.LICENSE, c.license_id, c.pool_id, now
+                        EventType.LICENSE_LEASE_EXPIRED,
+                        EntityType.LICENSE,
+                        c.license_id,
+                        c.pool_id,
+                        now,
                     )
                     for c in batch
                     if c.license_id is not None

@@ -31,7 +31,9 @@ Timestamp = float | datetime
 def iso(value: Timestamp) -> str:
     """RFC 3339 with milliseconds and Z, as Keygen writes `meta.issued`/`meta.expiry`."""
     moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def _b64(data: bytes) -> str:
@@ -46,7 +48,9 @@ def tamper(raw: bytes, index: int | None = None) -> bytes:
     """Change one character of the base64 body (by default one in the middle) to another."""
     lines = raw.split(b"\n")
     body_lines = [i for i, line in enumerate(lines) if line and not line.startswith(b"-----")]
-    line_no = body_lines[len(body_lines) // 2] if index is None else body_lines[index % len(body_lines)]
+    line_no = (
+        body_lines[len(body_lines) // 2] if index is None else body_lines[index % len(body_lines)]
+    )
     line = bytearray(lines[line_no])
     pos = len(line) // 2
     line[pos] = ord("A") if line[pos] != ord("A") else ord("B")
@@ -182,4 +186,3 @@ class LicenseWriter:
 
 def _seconds(value: Timestamp) -> float:
     return value.timestamp() if isinstance(value, datetime) else float(value)
-

@@ -29,11 +29,17 @@ class _Tables:
     licenses: dict[int, License] = attrs.Factory(dict)
     nodes: dict[int, Node] = attrs.Factory(dict)
     audit: list[tuple[int, AuditEntry]] = attrs.Factory(list)
-    next_id: dict[str, int] = attrs.Factory(lambda: {"pools": 0, "licenses": 0, "nodes": 0, "audit": 0})
+    next_id: dict[str, int] = attrs.Factory(
+        lambda: {"pools": 0, "licenses": 0, "nodes": 0, "audit": 0}
+    )
 
     def copy(self) -> _Tables:
         return _Tables(
-            dict(self.pools), dict(self.licenses), dict(self.nodes), list(self.audit), dict(self.next_id)
+            dict(self.pools),
+            dict(self.licenses),
+            dict(self.nodes),
+            list(self.audit),
+            dict(self.next_id),
         )
 
     def new_id(self, table: str) -> int:
@@ -135,11 +141,11 @@ class MemoryTransaction:
         )
 
     def activate_node(self, fingerprint: str, now: int) -> Node:
-        for node in self._t.nodes.values():
-            if node.fingerprint == fingerprint:
-                node = attrs.evolve(node, deactivated_at=None)
-                self._t.nodes[node.id] = node
-                return node
+        for existing in self._t.nodes.values():
+            if existing.fingerprint == fingerprint:
+                reactivated = attrs.evolve(existing, deactivated_at=None)
+                self._t.nodes[existing.id] = reactivated
+                return reactivated
         node = Node(self._t.new_id("nodes"), fingerprint, None, now, None)
         self._t.nodes[node.id] = node
         return node
