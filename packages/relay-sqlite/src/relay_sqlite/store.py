@@ -1,0 +1,124 @@
+"""`SqliteStore`: Relay's default store, one SQLite file shared by threads and processes.
+
+One connection per store, guarded by a lock taken in front of `BEGIN IMMEDIATE`. Writes are
+serialised by SQLite anyway; queuing the threads on a Python lock instead of SQLite's busy
+handler (which sleeps 1, 2, 5 … 100 ms) keeps tail latency low, and one connection keeps one warm
+page cache. Other processes (`relay add` while `relay serve` runs) wait on `busy_timeout`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from relay_core.errors import StorageError
+
+from .connection import _busy_ms, connect, merged_pragmas, migrate
+from .errors import translate
+from .transaction import SqliteTransaction
+
+__all__ = ["SqliteStore", "open_store"]
+
+_NO_PRAGMAS: Mapping[str, str] = {}
+
+
+class SqliteStore:
+    """A `relay_core.ports.Store` on the SQLite file at `path`, schema-compatible with Keygen Relay.
+
+    Opening creates and migrates the file; `pragmas` override the defaults of
+    `relay_sqlite.DEFAULT_PRAGMAS` and are applied to the connection. Thread-safe and
+    process-safe.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, pragmas: Mapping[str, str] = _NO_PRAGMAS
+    ) -> None:
+        self.path = os.fspath(path)
+        self.pragmas = merged_pragmas(pragmas)
+        self._busy_ms = _busy_ms(self.pragmas)
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+        self._conn: sqlite3.Connection | None = connect(self.path, self.pragmas)
+        try:
+            migrate(self._conn, self.path)
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise self._translate(exc) from exc
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _translate(self, exc: sqlite3.Error) -> StorageError:
+        return translate(exc, self.path, busy_timeout_ms=self._busy_ms)
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqliteTransaction]:
+        """A `BEGIN IMMEDIATE` unit of work: commit on normal exit, roll back on an exception."""
+        if self._owner == threading.get_ident():
+            raise StorageError(f"database {self.path}: nested transactions are not supported")
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise StorageError(f"database {self.path} is closed")
+            self._owner = threading.get_ident()
+            try:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    raise self._translate(exc) from exc
+                try:
+                    yield SqliteTransaction(conn, self._translate)
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise self._translate(exc) from exc
+            finally:
+                self._owner = None
+
+    def checkpoint(self) -> None:
+        """Copy committed WAL pages into the database without waiting for anyone (PASSIVE).
+
+        Cheap; call it from a background loop (the HTTP server's cull loop) so the WAL stays
+        small and commits rarely pay for SQLite's automatic checkpoint.
+        """
+        with self._lock:
+            if self._conn is None:
+                return
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+
+    def close(self) -> None:
+        """Close the connection; idempotent. Later transactions raise `StorageError`."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+
+def open_store(database: str, *, pragmas: Mapping[str, str] = _NO_PRAGMAS) -> SqliteStore:
+    """The `relay.storage` entry point `sqlite`: a plain path or a `sqlite://<path>` URL."""
+    path = database.removeprefix("sqlite://") if database.startswith("sqlite://") else database
+    if not path:
+        raise StorageError("database path is empty")
+    return SqliteStore(path, pragmas=pragmas)
+
+
+if TYPE_CHECKING:
+    from relay_core.ports import Store
+
+    _: type[Store] = SqliteStore

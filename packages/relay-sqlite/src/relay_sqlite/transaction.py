@@ -1,0 +1,337 @@
+"""`SqliteTransaction`: the store port's primitives as SQL, inside one BEGIN IMMEDIATE."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from relay_core.errors import ClaimConflictError, DuplicateLicenseError, StorageError
+from relay_core.model import (
+    AuditEntry,
+    AuditRecord,
+    EntityType,
+    EventType,
+    License,
+    NewLicense,
+    Node,
+    Pool,
+    Strategy,
+)
+from relay_core.ports import ANY_POOL, AuditQuery, Culled, PoolFilter
+
+__all__ = ["SqliteTransaction"]
+
+_LICENSE = (
+    "id, guid, file, key, claims, last_claimed_at, last_released_at, node_id, pool_id, "
+    "created_at, file_expires_at"
+)
+_NODE = "id, fingerprint, last_heartbeat_at, created_at, deactivated_at"
+
+_VALID = "(file_expires_at IS NULL OR file_expires_at >= :now)"
+_LEASE = (
+    "UPDATE licenses SET node_id = :node, last_claimed_at = :now, claims = claims + 1 "
+    "WHERE id = ({pick}) AND node_id IS NULL AND " + _VALID + " RETURNING " + _LICENSE
+)
+# INDEXED BY pins the plan: `node_id IS NULL` tempts the planner toward the UNIQUE autoindex
+# (the trap in the performance notes), and stale statistics can tempt it into a scan.
+_FREE = (
+    "SELECT id FROM licenses INDEXED BY relay_licenses_pick "
+    "WHERE {pool} AND node_id IS NULL AND " + _VALID
+)
+
+
+def _by_pool(template: str) -> dict[bool, str]:
+    """`template` for the global pool (True: `pool_id IS NULL`) and a named one (False)."""
+    return {
+        True: template.format(pool="pool_id IS NULL"),
+        False: template.format(pool="pool_id = :pool"),
+    }
+
+
+_ORDERED = {
+    Strategy.FIFO: _by_pool(_FREE + " ORDER BY created_at, id LIMIT 1"),
+    Strategy.LIFO: _by_pool(_FREE + " ORDER BY created_at DESC, id DESC LIMIT 1"),
+}
+_LEASE_ORDERED = {
+    strategy: {k: _LEASE.format(pick=sql) for k, sql in by_pool.items()}
+    for strategy, by_pool in _ORDERED.items()
+}
+_LEASE_SLOT = _LEASE.format(
+    pick="SELECT license_id FROM relay_free_licenses WHERE pool_key = :key AND slot = :slot"
+)
+_LEASE_NTH = _by_pool(
+    _LEASE.format(pick=_FREE + " ORDER BY created_at, id LIMIT 1 OFFSET :offset")
+)
+_COUNT_FREE = _by_pool("SELECT count(*) FROM (" + _FREE + ")")
+_HAS_FREE = _by_pool("SELECT EXISTS (" + _FREE + ")")
+_FREE_SLOTS = "SELECT max(slot) + 1 FROM relay_free_licenses WHERE pool_key = ?"
+_LIST = {
+    "any": f"SELECT {_LICENSE} FROM licenses ORDER BY id",
+    True: f"SELECT {_LICENSE} FROM licenses WHERE pool_id IS NULL ORDER BY id",
+    False: f"SELECT {_LICENSE} FROM licenses WHERE pool_id = ? ORDER BY id",
+}
+_IDS = "SELECT value FROM json_each(?)"
+_CULL_NODES = (
+    "SELECT id FROM nodes INDEXED BY relay_nodes_active_heartbeat "
+    "WHERE deactivated_at IS NULL AND last_heartbeat_at <= ? LIMIT ?"
+)
+_CULL_LICENSES = f"SELECT node_id, id, pool_id FROM licenses WHERE node_id IN ({_IDS})"
+_AUDIT = """SELECT a.id, a.event_type_id, a.entity_type_id, a.entity_id,
+  CASE a.entity_type_id WHEN 1 THEN l.guid WHEN 2 THEN n.fingerprint WHEN 3 THEN ep.name END,
+  a.pool_id, p.name, a.created_at
+FROM audit_logs a
+LEFT JOIN licenses l ON a.entity_type_id = 1 AND l.id = a.entity_id
+LEFT JOIN nodes n ON a.entity_type_id = 2 AND n.id = a.entity_id
+LEFT JOIN pools ep ON a.entity_type_id = 3 AND ep.id = a.entity_id
+LEFT JOIN pools p ON p.id = a.pool_id"""
+
+_RAND_TRIES = 8
+"""Uniform draws over all free slots before falling back to counting the valid ones: each
+rejection (an expired file) is retried, which keeps the draw exactly uniform over valid ones."""
+
+
+def _license(row: Any) -> License:
+    return License(*row)
+
+
+def _node(row: Any) -> Node:
+    return Node(*row)
+
+
+def _event(value: int) -> EventType:
+    try:
+        return EventType(value)
+    except ValueError:
+        return EventType.UNKNOWN
+
+
+def _entity(value: int) -> EntityType:
+    try:
+        return EntityType(value)
+    except ValueError:
+        return EntityType.UNKNOWN
+
+
+class SqliteTransaction:
+    """One unit of work on a connection the store holds for us; see `relay_core.ports`."""
+
+    __slots__ = ("_conn", "_translate")
+
+    def __init__(
+        self, conn: sqlite3.Connection, translate: Callable[[sqlite3.Error], StorageError]
+    ) -> None:
+        self._conn = conn
+        self._translate = translate
+
+    def _all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    def _one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
+        try:
+            return self._conn.execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    # pools
+    def get_pool(self, name: str) -> Pool | None:
+        row = self._one("SELECT id, name, created_at FROM pools WHERE name = ?", (name,))
+        return Pool(*row) if row else None
+
+    def create_pool(self, name: str, now: int) -> Pool:
+        row = self._one(
+            "INSERT INTO pools (name, created_at) VALUES (?, ?) RETURNING id, name, created_at",
+            (name, now),
+        )
+        return Pool(*row)
+
+    def list_pools(self) -> list[Pool]:
+        return [Pool(*r) for r in self._all("SELECT id, name, created_at FROM pools ORDER BY id")]
+
+    # licenses
+    def insert_license(self, new: NewLicense, pool_id: int | None, now: int) -> License:
+        try:
+            row = self._conn.execute(
+                "INSERT INTO licenses (guid, file, key, pool_id, created_at, file_expires_at) "
+                f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {_LICENSE}",
+                (new.guid, new.file, new.key, pool_id, now, new.file_expires_at),
+            ).fetchone()
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc):
+                raise DuplicateLicenseError(new.guid) from exc
+            raise self._translate(exc) from exc
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        return _license(row)
+
+    def get_license(self, guid: str) -> License | None:
+        row = self._one(f"SELECT {_LICENSE} FROM licenses WHERE guid = ?", (guid,))
+        return _license(row) if row else None
+
+    def list_licenses(self, pool_id: PoolFilter) -> list[License]:
+        if pool_id is ANY_POOL:
+            rows = self._all(_LIST["any"])
+        elif pool_id is None:
+            rows = self._all(_LIST[True])
+        else:
+            rows = self._all(_LIST[False], (pool_id,))
+        return [_license(r) for r in rows]
+
+    def delete_license(self, license_id: int) -> None:
+        self._all("DELETE FROM licenses WHERE id = ?", (license_id,))
+
+    def license_held_by(self, node_id: int) -> License | None:
+        row = self._one(f"SELECT {_LICENSE} FROM licenses WHERE node_id = ?", (node_id,))
+        return _license(row) if row else None
+
+    def has_free_license(self, pool_id: int | None, now: int) -> bool:
+        row = self._one(_HAS_FREE[pool_id is None], {"pool": pool_id, "now": now})
+        return bool(row[0])
+
+    def lease_free_license(
+        self, pool_id: int | None, node_id: int, strategy: Strategy, now: int, rng: random.Random
+    ) -> License | None:
+        params: dict[str, Any] = {"pool": pool_id, "node": node_id, "now": now}
+        try:
+            if strategy is Strategy.RAND:
+                row = self._lease_random(params, rng)
+            else:
+                row = self._conn.execute(
+                    _LEASE_ORDERED[strategy][pool_id is None], params
+                ).fetchone()
+        except sqlite3.IntegrityError as exc:
+            # licenses.node_id is UNIQUE: the node already holds a license (the core checks
+            # first, so only a caller skipping that check gets here).
+            raise ClaimConflictError() from exc
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        return _license(row) if row else None
+
+    def _lease_random(self, params: dict[str, Any], rng: random.Random) -> Any:
+        """Draw a slot of the pool's dense free list; exactly uniform, O(log n) per draw."""
+        key = params["pool"] or 0
+        slots = self._conn.execute(_FREE_SLOTS, (key,)).fetchone()[0]
+        if not slots:
+            return None
+        params["key"] = key
+        for _ in range(_RAND_TRIES):
+            params["slot"] = rng.randrange(slots)
+            row = self._conn.execute(_LEASE_SLOT, params).fetchone()
+            if row is not None:
+                return row
+        # Most free files have expired: count the valid ones and take one of them.
+        by_pool = params["pool"] is None
+        valid = self._conn.execute(_COUNT_FREE[by_pool], params).fetchone()[0]
+        if not valid:
+            return None
+        params["offset"] = rng.randrange(valid)
+        return self._conn.execute(_LEASE_NTH[by_pool], params).fetchone()
+
+    def release_license(self, license_id: int, now: int) -> None:
+        self._all(
+            "UPDATE licenses SET node_id = NULL, last_released_at = ? WHERE id = ?",
+            (now, license_id),
+        )
+
+    # nodes
+    def get_active_node(self, fingerprint: str) -> Node | None:
+        row = self._one(
+            f"SELECT {_NODE} FROM nodes WHERE fingerprint = ? AND deactivated_at IS NULL",
+            (fingerprint,),
+        )
+        return _node(row) if row else None
+
+    def activate_node(self, fingerprint: str, now: int) -> Node:
+        row = self._one(
+            "INSERT INTO nodes (fingerprint, created_at) VALUES (?, ?) "
+            "ON CONFLICT (fingerprint) DO UPDATE SET deactivated_at = NULL "
+            f"RETURNING {_NODE}",
+            (fingerprint, now),
+        )
+        return _node(row)
+
+    def heartbeat_node(self, node_id: int, now: int) -> None:
+        self._all("UPDATE nodes SET last_heartbeat_at = ? WHERE id = ?", (now, node_id))
+
+    def deactivate_node(self, node_id: int, now: int) -> None:
+        self._all(
+            "UPDATE nodes SET deactivated_at = ? WHERE id = ? AND deactivated_at IS NULL",
+            (now, node_id),
+        )
+
+    def get_node(self, node_id: int) -> Node | None:
+        row = self._one(f"SELECT {_NODE} FROM nodes WHERE id = ?", (node_id,))
+        return _node(row) if row else None
+
+    def cull_batch(self, cutoff: int, now: int, limit: int) -> list[Culled]:
+        node_ids = [r[0] for r in self._all(_CULL_NODES, (cutoff, limit))]
+        if not node_ids:
+            return []
+        nodes = json.dumps(node_ids)
+        held = {r[0]: (r[1], r[2]) for r in self._all(_CULL_LICENSES, (nodes,))}
+        if held:
+            self._all(
+                f"UPDATE licenses SET node_id = NULL, last_released_at = ? WHERE id IN ({_IDS})",
+                (now, json.dumps([lic for lic, _ in held.values()])),
+            )
+        self._all(f"UPDATE nodes SET deactivated_at = ? WHERE id IN ({_IDS})", (now, nodes))
+        return [Culled(node, *held.get(node, (None, None))) for node in sorted(node_ids)]
+
+    # audit
+    def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        try:
+            self._conn.executemany(
+                "INSERT INTO audit_logs "
+                "(event_type_id, entity_type_id, entity_id, pool_id, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (int(e.event), int(e.entity_type), e.entity_id, e.pool_id, e.created_at)
+                    for e in entries
+                ],
+            )
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    def read_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if query.pool_id is None:
+            where.append("a.pool_id IS NULL")
+        elif query.pool_id is not ANY_POOL:
+            where.append("a.pool_id = ?")
+            params.append(query.pool_id)
+        if query.events:
+            where.append(f"a.event_type_id IN ({', '.join('?' * len(query.events))})")
+            params += [int(e) for e in query.events]
+        if query.since is not None:
+            where.append("a.created_at >= ?")
+            params.append(query.since)
+        sql = _AUDIT
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY a.id DESC LIMIT ?"
+        params.append(query.limit)
+        return [
+            AuditRecord(
+                id=r[0],
+                event=_event(r[1]),
+                entity_type=_entity(r[2]),
+                entity_id=r[3],
+                entity_label=r[4],
+                pool_id=r[5],
+                pool_name=r[6],
+                created_at=r[7],
+            )
+            for r in self._all(sql, params)
+        ]
+
+
+if TYPE_CHECKING:
+    from relay_core.ports import Transaction
+
+    _: type[Transaction] = SqliteTransaction
