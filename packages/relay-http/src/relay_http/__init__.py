@@ -1,1 +1,19 @@
-"""relay-http."""
+"""relay-http: Relay's node-facing HTTP API.
+
+`create_app` builds the Falcon WSGI app (reads no environment, so vendors can mount it in their
+own WSGI stack); `serve` runs it under waitress with the cull loop and a graceful stop.
+"""
+
+from .app import create_app
+from .errors import ERROR_TABLE, FingerprintTooLongError, PoolHeaderConflictError
+from .serving import ServeError, Server, serve
+
+__all__ = [
+    "ERROR_TABLE",
+    "FingerprintTooLongError",
+    "PoolHeaderConflictError",
+    "ServeError",
+    "Server",
+    "create_app",
+    "serve",
+]

@@ -1,0 +1,88 @@
+"""The WSGI app factory: routes, resources and the wiring of middleware and error handlers."""
+
+from __future__ import annotations
+
+import falcon
+from falcon.routing import BaseConverter
+from relay_core import ClaimStatus, Relay
+
+from .errors import (
+    MAX_FINGERPRINT_BYTES,
+    FingerprintTooLongError,
+    PoolHeaderConflictError,
+    install_error_handlers,
+)
+from .middleware import AccessLog, ClockSigning
+from .wire import JSON, lease_body
+
+__all__ = ["Fingerprint", "Health", "Nodes", "create_app"]
+
+
+class Fingerprint(BaseConverter):
+    """Route converter for ``{fingerprint:fp}``: an empty segment (``/v1/nodes/``) matches no route."""
+
+    def convert(self, value: str) -> str | None:
+        return value or None
+
+
+_CLAIM_STATUS = {ClaimStatus.CREATED: falcon.HTTP_201, ClaimStatus.EXTENDED: falcon.HTTP_202}
+
+
+class Health:
+    """``GET /v1/health``: 200 with an empty body and no store access."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.data = b""
+
+
+class Nodes:
+    """``/v1/nodes/{fingerprint}``: PUT claims or extends a lease, DELETE releases it."""
+
+    def __init__(self, relay: Relay, pool: str | None) -> None:
+        self._relay = relay
+        self._pool = pool or None
+
+    def _effective_pool(self, req: falcon.Request, fingerprint: str) -> str | None:
+        """Checks the fingerprint's size and applies the Relay-Pool rules of spec §3.4."""
+        if len(fingerprint) > MAX_FINGERPRINT_BYTES // 4 and (
+            len(fingerprint.encode("utf-8", "surrogatepass")) > MAX_FINGERPRINT_BYTES
+        ):
+            raise FingerprintTooLongError()
+        header = req.get_header("Relay-Pool") or None
+        if header is None:
+            return self._pool
+        if self._pool is not None and header != self._pool:
+            raise PoolHeaderConflictError(header, self._pool)
+        return header
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, fingerprint: str) -> None:
+        lease = self._relay.claim(fingerprint, self._effective_pool(req, fingerprint))
+        resp.status = _CLAIM_STATUS[lease.status]
+        resp.content_type = JSON
+        resp.data = lease_body(lease)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, fingerprint: str) -> None:
+        self._relay.release(fingerprint, self._effective_pool(req, fingerprint))
+        resp.status = falcon.HTTP_204
+        resp.content_type = JSON
+
+
+def create_app(
+    relay: Relay, *, pool: str | None = None, signing_secret: str | None = None
+) -> falcon.App[falcon.Request, falcon.Response]:
+    """The node API over `relay`, serving licenses from `pool` (None or "" = the global pool).
+
+    With a non-empty `signing_secret` every response carries `Relay-Signature`. Reads no
+    environment, so it can be mounted in any WSGI stack.
+    """
+    app: falcon.App[falcon.Request, falcon.Response] = falcon.App(
+        middleware=[ClockSigning(relay.clock, signing_secret), AccessLog()]
+    )
+    # Only node responses are JSON; the health check has no Content-Type (spec §3.3).
+    app.resp_options.default_media_type = None  # type: ignore[assignment]
+    app.req_options.strip_url_path_trailing_slash = False
+    app.add_route("/v1/health", Health())
+    app.router_options.converters["fp"] = Fingerprint
+    app.add_route("/v1/nodes/{fingerprint:fp}", Nodes(relay, pool))
+    install_error_handlers(app)
+    return app

@@ -1,0 +1,203 @@
+"""Serving the app with waitress, with the cull loop and a graceful stop on SIGTERM/SIGINT.
+
+`Server.stop()` only sets a flag and writes one byte to waitress's wake-up pipe, so it is safe
+from a signal handler and from any thread. The loop thread then stops accepting connections,
+closes idle keep-alive connections, lets in-flight requests finish and flush their responses
+(for at most `DRAIN_SECONDS`), stops the worker threads and the cull loop, and returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import falcon
+import waitress
+from relay_core import Relay, RelayError
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer
+
+from .app import create_app
+from .reaper import Reaper
+
+__all__ = ["DRAIN_SECONDS", "WAITRESS_SETTINGS", "ServeError", "Server", "serve"]
+
+logger = logging.getLogger("relay")
+
+DRAIN_SECONDS = 3.0
+"""How long a stop waits for in-flight requests before closing their connections anyway."""
+
+WAITRESS_SETTINGS: dict[str, Any] = {
+    "asyncore_use_poll": True,  # select() stops at 1,024 descriptors
+    "channel_timeout": 30,  # an idle or stalled connection is closed after 30 s
+    "cleanup_interval": 10,
+    "max_request_header_size": 64 * 1024,  # a 1024-byte fingerprint, percent-encoded, is ~3 KB
+    "max_request_body_size": 64 * 1024,  # bodies are ignored
+    "ident": "relay",
+}
+"""waitress adjustments used by `serve` (threads and connection_limit are its arguments)."""
+
+
+class ServeError(RelayError):
+    """Raised when the server cannot listen on the requested address."""
+
+
+def _bind_error(host: str, port: int, exc: Exception) -> ServeError:
+    """One line in Go's words, e.g. ``listen tcp 127.0.0.1:6349: bind: address already in use``."""
+    address = f"{host}:{port}"
+    if isinstance(exc, socket.gaierror):
+        return ServeError(f"listen tcp {address}: lookup {host}: {exc.strerror or exc}".lower())
+    if isinstance(exc, OSError) and exc.strerror:
+        return ServeError(f"listen tcp {address}: bind: {exc.strerror.lower()}")
+    return ServeError(f"listen tcp {address}: {exc}")
+
+
+class Server:
+    """A bound waitress server and the optional cull loop; `run()` serves until `stop()`."""
+
+    def __init__(
+        self,
+        app: falcon.App[falcon.Request, falcon.Response],
+        *,
+        host: str,
+        port: int,
+        threads: int = 16,
+        connection_limit: int = 1000,
+        reaper: Reaper | None = None,
+        **adjustments: Any,
+    ) -> None:
+        settings = {**WAITRESS_SETTINGS, **adjustments}
+        bind_host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        self._map: dict[int, Any] = {}
+        try:
+            self._wsgi = waitress.create_server(
+                app,
+                map=self._map,
+                host=bind_host,
+                port=port,
+                threads=threads,
+                connection_limit=connection_limit,
+                **settings,
+            )
+        except (OSError, ValueError) as exc:
+            wasyncore.close_all(self._map)
+            raise _bind_error(host, port, exc) from None
+        self._reaper = reaper
+        self._stop_requested = False
+        self._closed = False
+        # waitress warns on every burst of queued requests; that is load, not an operator problem.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) actually listened on; the port is real even when 0 was asked for."""
+        listen = getattr(self._wsgi, "effective_listen", None) or [
+            (self._wsgi.effective_host, self._wsgi.effective_port)
+        ]
+        host, port = listen[0]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        """Request a graceful stop; safe from signal handlers and other threads."""
+        self._stop_requested = True
+        for dispatcher in list(self._map.values()):
+            if isinstance(dispatcher, BaseWSGIServer):
+                with contextlib.suppress(OSError):  # already closed: the loop has ended
+                    dispatcher.trigger.pull_trigger()
+
+    def run(self) -> None:
+        """Serve until `stop()`, then drain and close; always leaves everything closed."""
+        try:
+            if self._reaper is not None:
+                self._reaper.start()
+            while not self._stop_requested:
+                wasyncore.loop(timeout=1.0, map=self._map, use_poll=True, count=1)
+            self._drain()
+        finally:
+            self.close()
+
+    def _drain(self) -> None:
+        for dispatcher in list(self._map.values()):
+            if isinstance(dispatcher, BaseWSGIServer):
+                # Stop accepting; the wake-up pipe stays open until close().
+                wasyncore.dispatcher.close(dispatcher)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while time.monotonic() < deadline:
+            busy = False
+            for channel in list(self._map.values()):
+                if not isinstance(channel, HTTPChannel):
+                    continue
+                if channel.requests or channel.total_outbufs_len:
+                    busy = True
+                else:
+                    channel.will_close = True
+            # One pass writes the pending output and closes the channels marked above.
+            wasyncore.loop(timeout=0.05, map=self._map, use_poll=True, count=1)
+            if not busy and not any(isinstance(c, HTTPChannel) for c in self._map.values()):
+                break
+
+    def close(self) -> None:
+        """Stop the cull loop and worker threads and close every socket (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.stop()
+        self._wsgi.task_dispatcher.shutdown(cancel_pending=True, timeout=DRAIN_SECONDS)
+        wasyncore.close_all(self._map)
+
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def serve(
+    relay: Relay,
+    *,
+    host: str,
+    port: int,
+    pool: str | None = None,
+    signing_secret: str | None = None,
+    cull_interval: float | None = None,
+    threads: int = 16,
+    connection_limit: int = 1000,
+    ready: Callable[[str, int], None] | None = None,
+) -> None:
+    """Serve the node API on host:port until SIGTERM/SIGINT, then stop gracefully and return.
+
+    Runs `relay.cull()` every `cull_interval` seconds when it is not None. Raises `ServeError`
+    when the address cannot be bound. Closing `relay.store` is the caller's job.
+    """
+    app = create_app(relay, pool=pool, signing_secret=signing_secret)
+    reaper = Reaper(relay, cull_interval) if cull_interval is not None else None
+    server = Server(
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        connection_limit=connection_limit,
+        reaper=reaper,
+    )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        server.stop()
+
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in _SIGNALS:
+            previous[signum] = signal.signal(signum, on_signal)
+    try:
+        if ready is not None:
+            ready(*server.address)
+        server.run()
+    finally:
+        server.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
