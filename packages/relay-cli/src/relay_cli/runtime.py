@@ -1,0 +1,97 @@
+"""What the composition root hands to every command: settings, printers, and the service.
+
+The store is opened lazily, on the first `Runtime.relay()` call, so a command validates all of its
+flags before the database is touched, and `version`/`help`/`completion` never open it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+
+from .output import Output
+from .values import split_csv
+
+if TYPE_CHECKING:
+    from relay_core import Relay, Strategy
+    from relay_core.ports import Clock, Store
+
+    from .storage import StoreOpener
+
+__all__ = ["Runtime", "Settings", "UsageError", "parse_pragmas"]
+
+log = logging.getLogger("relay.cli")
+
+
+class UsageError(Exception):
+    """Raised when flags or arguments are wrong; printed as one `error:` line, exit 1."""
+
+
+def parse_pragmas(values: Sequence[str]) -> dict[str, str]:
+    """``["k=v", ...]`` (each value a CSV record) -> ``{k: v}``; reject anything without key and value."""
+    pragmas: dict[str, str] = {}
+    for raw in split_csv(values):
+        key, sep, value = raw.partition("=")
+        if not (sep and key and value):
+            raise UsageError(f"invalid pragma format: {raw} (expected key=value)")
+        pragmas[key] = value
+    return pragmas
+
+
+@attrs.frozen
+class Settings:
+    """The global flags, resolved against the environment."""
+
+    database: str = "./relay.sqlite"
+    verbosity: int = 0
+    audit: bool = True
+    color: bool = False
+    pragmas: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.define
+class Runtime:
+    """The per-invocation services a command may use; closing it closes the store if opened."""
+
+    settings: Settings
+    environ: Mapping[str, str]
+    clock: Clock
+    open_store: StoreOpener
+    out: Output = attrs.field(factory=Output)
+    _store: Store | None = attrs.field(default=None, init=False)
+
+    @property
+    def store(self) -> Store:
+        """The store, opened (created and migrated) on first use."""
+        if self._store is None:
+            log.debug("opening database %s", self.settings.database)
+            self._store = self.open_store(self.settings.database, pragmas=self.settings.pragmas)
+        return self._store
+
+    def relay(
+        self,
+        *,
+        strategy: Strategy | str = "fifo",
+        ttl: float = 60,
+        heartbeats: bool = True,
+    ) -> Relay:
+        """The service over the store, with the global audit setting and the injected clock."""
+        from relay_core import Relay
+
+        return Relay(
+            self.store,
+            clock=self.clock,
+            strategy=strategy,
+            ttl=ttl,
+            heartbeats=heartbeats,
+            audit=self.settings.audit,
+        )
+
+    def close(self) -> None:
+        """Close the store if a command opened it."""
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()

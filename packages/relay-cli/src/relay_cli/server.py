@@ -1,0 +1,202 @@
+"""`relay serve`: validate every flag and variable, open the store, hand over to relay-http.
+
+relay-http (falcon, waitress) is imported only here, so the other commands start fast.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Annotated
+
+import attrs
+from cyclopts import Parameter
+
+from .durations import DurationError, format_duration, parse_duration
+from .runtime import Runtime, UsageError
+from .values import env_bool, env_duration, env_int, env_str
+
+__all__ = ["ServeOptions", "serve"]
+
+log = logging.getLogger("relay.cli")
+
+STRATEGIES = ("fifo", "lifo", "rand")
+_STRATEGY_CHOICES = 'must be one of "lifo", "fifo", or "rand"'
+MIN_TTL = 30.0
+
+
+@attrs.frozen
+class ServeOptions:
+    """`serve`'s settings after flags, environment and defaults are combined and checked."""
+
+    host: str
+    port: int
+    signing_secret: str | None
+    ttl: float
+    heartbeats: bool
+    strategy: str
+    cull_interval: float
+    pool: str | None
+    threads: int
+
+
+def _duration_flag(value: str | None, flag: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        raise UsageError(f'invalid argument "{value}" for "{flag}" flag: {exc}') from None
+
+
+def resolve_options(
+    environ: Mapping[str, str],
+    *,
+    bind: str | None,
+    port: int | None,
+    signing_secret: str | None,
+    ttl: str | None,
+    no_heartbeats: bool | None,
+    strategy: str | None,
+    cull_interval: str | None,
+    pool: str | None,
+    threads: int | None,
+) -> ServeOptions:
+    """Combine flags (first), environment (first non-zero) and defaults; raise `UsageError`."""
+    ttl_s = _duration_flag(ttl, "-t, --ttl")
+    if ttl_s is None:
+        ttl_s = env_duration(environ, "RELAY_LEASE_TTL") or 60.0
+    if ttl_s < MIN_TTL:
+        raise UsageError("time-to-live value must be at least 30s")
+
+    cull_s = _duration_flag(cull_interval, "--cull-interval")
+    if cull_s is None:
+        cull_s = env_duration(environ, "RELAY_CULL_INTERVAL") or 15.0
+    if cull_s <= 0:
+        source = (
+            f'argument "{cull_interval}" for "--cull-interval" flag'
+            if cull_interval is not None
+            else f'RELAY_CULL_INTERVAL "{environ.get("RELAY_CULL_INTERVAL")}"'
+        )
+        raise UsageError(f"invalid {source}: must be positive")
+
+    if strategy is not None:
+        if strategy not in STRATEGIES:
+            raise UsageError(f'invalid argument "{strategy}" for "--strategy" flag: {_STRATEGY_CHOICES}')
+    else:
+        strategy = env_str(environ, "RELAY_STRATEGY") or "fifo"
+        if strategy not in STRATEGIES:
+            raise UsageError(f'invalid RELAY_STRATEGY "{strategy}": {_STRATEGY_CHOICES}')
+
+    if port is None:
+        port = env_int(environ, "RELAY_PORT", "PORT") or 6349
+    if not 0 <= port <= 65535:
+        raise UsageError(f'invalid argument "{port}" for "-p, --port" flag: must be 0-65535')
+
+    if threads is None:
+        threads = env_int(environ, "RELAY_THREADS") or 16
+    if threads < 1:
+        raise UsageError(f'invalid argument "{threads}" for "--threads" flag: must be at least 1')
+
+    heartbeats = not (no_heartbeats if no_heartbeats is not None else env_bool(environ, "RELAY_NO_HEARTBEATS"))
+    host = bind if bind is not None else env_str(environ, "RELAY_ADDR", "BIND_ADDR") or "0.0.0.0"
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise UsageError('invalid argument "" for "-b, --bind" flag: an address is required')
+    secret = signing_secret if signing_secret is not None else env_str(environ, "RELAY_SIGNING_SECRET")
+    pool = pool if pool is not None else env_str(environ, "RELAY_POOL")
+    return ServeOptions(
+        host=host,
+        port=port,
+        signing_secret=secret or None,
+        ttl=ttl_s,
+        heartbeats=heartbeats,
+        strategy=strategy,
+        cull_interval=cull_s,
+        pool=pool or None,
+        threads=threads,
+    )
+
+
+def serve(
+    *,
+    bind: Annotated[str | None, Parameter(name=["--bind", "-b"])] = None,
+    port: Annotated[int | None, Parameter(name=["--port", "-p"])] = None,
+    signing_secret: str | None = None,
+    ttl: Annotated[str | None, Parameter(name=["--ttl", "-t"])] = None,
+    no_heartbeats: Annotated[bool | None, Parameter(negative="")] = None,
+    strategy: str | None = None,
+    cull_interval: str | None = None,
+    pool: str | None = None,
+    threads: int | None = None,
+    runtime: Annotated[Runtime, Parameter(parse=False)],
+) -> int:
+    """run the relay server to manage license distribution
+
+    Stops gracefully on SIGTERM or SIGINT: in-flight requests finish, then the database closes.
+
+    Parameters
+    ----------
+    bind
+        ip address to bind the relay server to [$RELAY_ADDR=0.0.0.0, $BIND_ADDR]
+    port
+        port to run the relay server on [$RELAY_PORT=6349, $PORT]
+    signing_secret
+        secret for signing responses [$RELAY_SIGNING_SECRET=hunter2]
+    ttl
+        time-to-live for leases, at least 30s (default 1m0s) [$RELAY_LEASE_TTL=60s]
+    no_heartbeats
+        disable node heartbeat monitoring and culling as well as lease extensions [$RELAY_NO_HEARTBEATS=1]
+    strategy
+        strategy for license distribution e.g. "fifo", "lifo", or "rand" (default fifo) [$RELAY_STRATEGY=rand]
+    cull_interval
+        interval at which to cull dead nodes (default 15s) [$RELAY_CULL_INTERVAL=15s]
+    pool
+        pool to serve licenses from [$RELAY_POOL=prod]
+    threads
+        worker threads serving requests (default 16) [$RELAY_THREADS=16]
+    """
+    options = resolve_options(
+        runtime.environ,
+        bind=bind,
+        port=port,
+        signing_secret=signing_secret,
+        ttl=ttl,
+        no_heartbeats=no_heartbeats,
+        strategy=strategy,
+        cull_interval=cull_interval,
+        pool=pool,
+        threads=threads,
+    )
+    relay = runtime.relay(strategy=options.strategy, ttl=options.ttl, heartbeats=options.heartbeats)
+
+    import relay_http
+
+    runtime.out.success("the server is starting")
+    runtime.out.stdout.flush()
+    log.info(
+        "starting server addr=%s port=%d pool=%s ttl=%s heartbeats=%s strategy=%s",
+        options.host,
+        options.port,
+        options.pool or "<nil>",
+        format_duration(options.ttl),
+        options.heartbeats,
+        options.strategy,
+    )
+
+    def ready(host: str, port: int) -> None:
+        log.info("listening on %s:%d", host, port)
+
+    relay_http.serve(
+        relay,
+        host=options.host,
+        port=options.port,
+        pool=options.pool,
+        signing_secret=options.signing_secret,
+        cull_interval=options.cull_interval if options.heartbeats else None,
+        threads=options.threads,
+        ready=ready,
+    )
+    log.info("server stopped")
+    return 0
