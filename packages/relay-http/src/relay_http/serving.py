@@ -53,11 +53,10 @@ class ServeError(RelayError):
 def _bind_error(host: str, port: int, exc: Exception) -> ServeError:
     """One line in Go's words, e.g. ``listen tcp 127.0.0.1:6349: bind: address already in use``."""
     address = f"{host}:{port}"
-    if isinstance(exc, socket.gaierror):
-        return ServeError(f"listen tcp {address}: lookup {host}: {exc.strerror or exc}".lower())
-    if isinstance(exc, OSError) and exc.strerror:
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, socket.gaierror):
         return ServeError(f"listen tcp {address}: bind: {exc.strerror.lower()}")
-    return ServeError(f"listen tcp {address}: {exc}")
+    # waitress reports a host that does not resolve as ValueError("Invalid host/port specified.")
+    return ServeError(f"listen tcp {address}: lookup {host}: no such host")
 
 
 class Server:
@@ -74,6 +73,8 @@ class Server:
         reaper: Reaper | None = None,
         **adjustments: Any,
     ) -> None:
+        if not 0 <= port <= 65535:
+            raise ServeError(f"listen tcp {host}:{port}: invalid port")
         settings = {**WAITRESS_SETTINGS, **adjustments}
         bind_host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         self._map: dict[int, Any] = {}
