@@ -1,0 +1,201 @@
+"""`RelayClient`: hold a Relay lease from a threaded (ordinary) Python program.
+
+client = RelayClient("http://relay.internal:6349", pool="prod", signing_secret=...)
+with client.lease() as lease:
+    run(lease.license_key)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from relay_core import LicenseVerifier
+from relay_core.signing import DEFAULT_TOLERANCE
+
+from . import exits
+from . import fingerprint as fingerprints
+from .engine import Engine
+from .errors import ClientError, ConfigurationError
+from .lease import Lease, LeaseBase, OnLost, warn_release_failed
+from .transport import HttpTransport, run_blocking
+from .wire import Endpoint, Wire
+
+__all__ = ["ClientBase", "RelayClient"]
+
+SleepT = TypeVar("SleepT")
+
+
+def _positive(name: str, value: float) -> float:
+    if not value > 0 or math.isnan(value):
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+class ClientBase(Generic[SleepT]):
+    """Configuration and protocol shared by `RelayClient` and `AsyncRelayClient`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool: str | None = None,
+        fingerprint: str | None = None,
+        signing_secret: str | None = None,
+        public_key: str | None = None,
+        timeout: float = 5.0,
+        heartbeat_fraction: float = 1 / 3,
+        signature_tolerance: float = DEFAULT_TOLERANCE,
+        release_timeout: float = 2.0,
+        retry_base: float = 0.5,
+        retry_max: float = 5.0,
+        release_on_signal: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        sleep: SleepT | None = None,
+    ) -> None:
+        """Check every option now, so a misconfiguration fails at start-up, not at first claim.
+
+        `fingerprint` defaults to `fingerprint.machine(pool=pool)`. `public_key` (Ed25519 hex or
+        RSA PEM, as given to `relay add`) turns on license-file verification.
+        """
+        if not 0 < heartbeat_fraction < 1:
+            raise ConfigurationError(
+                f"heartbeat_fraction must be between 0 and 1 (default 1/3), got {heartbeat_fraction!r}"
+            )
+        self.endpoint = Endpoint.parse(url)
+        self.pool = pool or None
+        self.fingerprint = fingerprints.validate(
+            fingerprint if fingerprint is not None else fingerprints.machine(pool=self.pool)
+        )
+        self.heartbeat_fraction = heartbeat_fraction
+        self.release_timeout = _positive("release_timeout", release_timeout)
+        self.release_on_signal = release_on_signal
+        verifier: LicenseVerifier | None = None
+        if public_key:
+            from relay_core.keygen import KeygenVerifier  # the crypto stack, only when asked for
+
+            verifier = KeygenVerifier(public_key)
+        wire = Wire(
+            pool=self.pool,
+            signing_secret=signing_secret or None,
+            tolerance=_positive("signature_tolerance", signature_tolerance),
+            verifier=verifier,
+            wall_clock=wall_clock,
+            endpoint=self.endpoint,
+        )
+        self._engine = Engine(
+            wire=wire,
+            clock=clock,
+            rng=rng if rng is not None else random.Random(),
+            retry_base=_positive("retry_base", retry_base),
+            retry_max=max(_positive("retry_max", retry_max), retry_base),
+        )
+        self._transport = HttpTransport(self.endpoint, timeout=_positive("timeout", timeout))
+        self._sleep: SleepT = sleep if sleep is not None else self._default_sleep()
+        self._holding: LeaseBase | None = None
+        self._holding_lock = threading.Lock()
+
+    def _default_sleep(self) -> SleepT:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.url
+
+    def _check_wait(self, wait: float | None) -> float | None:
+        if wait is None:
+            return None
+        if wait < 0 or math.isnan(wait):
+            raise ConfigurationError(
+                f"wait must be a number of seconds >= 0 (or None), got {wait!r}"
+            )
+        return wait
+
+    def _reserve(self) -> None:
+        with self._holding_lock:
+            held = self._holding
+            if held is not None and not held.released:
+                raise ConfigurationError(
+                    f"this client already holds a lease for fingerprint {self.fingerprint[:16]!r}, "
+                    "and one fingerprint holds one seat: release it first, or use another client "
+                    "with another fingerprint"
+                )
+            self._holding = None
+
+    def _held(self, lease: LeaseBase) -> None:
+        with self._holding_lock:
+            self._holding = lease
+        exits.hold(lease, signals=self.release_on_signal)
+
+    def close(self) -> None:
+        """Close idle connections. Held leases stay held; release them first."""
+        self._transport.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url} pool={self.pool!r}>"
+
+
+class RelayClient(ClientBase[Callable[[float], None]]):
+    """Claims, heartbeats and releases leases with blocking I/O and a heartbeat thread.
+
+    Thread-safe. One client holds at most one lease at a time (one fingerprint, one seat).
+    `clock` (monotonic), `wall_clock` (Unix seconds, for signatures), `sleep` and `rng` are
+    injectable for tests.
+    """
+
+    def _default_sleep(self) -> Callable[[float], None]:
+        return time.sleep
+
+    def health(self) -> None:
+        """Return if the relay answers its health check (signed, when a secret is set); else raise."""
+        run_blocking(self._engine.health(), self._transport.send, self._sleep)
+
+    def acquire(self, *, wait: float | None = None, on_lost: OnLost | None = None) -> Lease:
+        """Claim a seat and start heartbeating; the caller must `release()` it.
+
+        `wait`: seconds to keep retrying while no seat is free (410) or the relay is
+        unreachable; None (the default) fails at once with `NoSeatError`.
+        """
+        wait = self._check_wait(wait)
+        self._reserve()
+        flow = self._engine.acquire(self.fingerprint, wait)
+        grant, sent_at = run_blocking(flow, self._transport.send, self._sleep)
+        lease = Lease(
+            engine=self._engine,
+            transport=self._transport,
+            fingerprint=self.fingerprint,
+            grant=grant,
+            sent_at=sent_at,
+            heartbeat_fraction=self.heartbeat_fraction,
+            release_timeout=self.release_timeout,
+            on_lost=on_lost,
+            sleep=self._sleep,
+        )
+        self._held(lease)
+        lease._start()
+        return lease
+
+    @contextlib.contextmanager
+    def lease(self, *, wait: float | None = None, on_lost: OnLost | None = None) -> Iterator[Lease]:
+        """``with client.lease() as lease:`` — claimed on entry, released on any exit."""
+        held = self.acquire(wait=wait, on_lost=on_lost)
+        try:
+            yield held
+        finally:
+            try:
+                held.release()
+            except ClientError as exc:
+                warn_release_failed(exc)
+
+    def __enter__(self) -> RelayClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

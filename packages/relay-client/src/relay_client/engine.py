@@ -1,0 +1,219 @@
+"""The lease protocol as I/O-free flows, shared by the threaded and the asyncio client.
+
+A flow is a generator that yields what it needs done — a `Request` to send or a `Sleep` — and is
+sent back the `Response` (or has the transport's `RelayUnavailableError` thrown in). Its return
+value is the result. A driver (`transport.run_blocking`, `aio.run_async`) performs the steps, so
+retries, backoff, takeover, give-back and loss detection are written once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
+
+from .errors import (
+    ClientError,
+    LeaseConflictError,
+    LicenseVerificationError,
+    NoSeatError,
+    PoolRejectedError,
+    RelayUnavailableError,
+    ResponseSignatureError,
+    UnexpectedResponseError,
+)
+from .wire import Extension, Grant, Request, Response, Wire
+
+__all__ = ["Engine", "Flow", "HeldLease", "Sleep", "Step"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait this many seconds before the next step."""
+
+    seconds: float
+
+
+Step = Request | Sleep
+Flow = Generator[Step, Response | None, T]
+
+RETRYABLE = (RelayUnavailableError, UnexpectedResponseError, ResponseSignatureError)
+"""Heartbeat failures that may pass (relay restarting, busy, or briefly misconfigured)."""
+
+FATAL = (NoSeatError, LeaseConflictError, PoolRejectedError)
+"""Heartbeat answers that mean the relay no longer holds this lease for us."""
+
+
+class HeldLease(Protocol):
+    """What the heartbeat flow needs from a lease."""
+
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def interval(self) -> float: ...
+    @property
+    def deadline(self) -> float: ...
+    @property
+    def done(self) -> bool: ...
+    def renew(self, extension: Extension, sent_at: float) -> None: ...
+    def mark_lost(self, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One client's protocol settings plus its injected clock and randomness."""
+
+    wire: Wire
+    clock: Callable[[], float]
+    rng: random.Random
+    retry_base: float = 0.5
+    retry_max: float = 5.0
+
+    def backoff(self, attempt: int) -> float:
+        """Jittered exponential delay before retry number `attempt` (1, 2, ...)."""
+        ceiling = min(self.retry_max, self.retry_base * 2.0 ** min(attempt - 1, 30))
+        return ceiling * self.rng.uniform(0.5, 1.0)
+
+    # -- claim -------------------------------------------------------------------------------
+
+    def acquire(self, fingerprint: str, wait: float | None) -> Flow[tuple[Grant, float]]:
+        """Claim a seat; with `wait`, retry 410s and unreachable relays until `wait` runs out.
+
+        Returns the grant and the monotonic time its request was sent (the lease's start).
+        """
+        start = self.clock()
+        attempt = 0
+        while True:
+            try:
+                return (yield from self._claim_once(fingerprint))
+            except (NoSeatError, RelayUnavailableError, UnexpectedResponseError) as exc:
+                elapsed = self.clock() - start
+                remaining = (wait or 0.0) - elapsed
+                if remaining <= 0:
+                    if isinstance(exc, NoSeatError) and wait:
+                        raise NoSeatError(self.wire.pool, elapsed) from None
+                    raise
+            attempt += 1
+            yield Sleep(min(self.backoff(attempt), remaining))
+
+    def _claim_once(self, fingerprint: str) -> Flow[tuple[Grant, float]]:
+        request = self.wire.claim(fingerprint)
+        sent_at = self.clock()
+        outcome = yield from self._read_claim(request, fingerprint)
+        if isinstance(outcome, Extension):
+            # The relay says this fingerprint already holds a seat: a previous run that died
+            # without releasing. Take it over — give it back and claim anew to get the file.
+            yield from self.give_back(fingerprint)
+            sent_at = self.clock()
+            outcome = yield from self._read_claim(request, fingerprint)
+            if isinstance(outcome, Extension):
+                raise UnexpectedResponseError(
+                    request.label,
+                    202,
+                    "twice: another process is renewing this fingerprint's lease; "
+                    "give each process its own fingerprint",
+                )
+        try:
+            grant = self.wire.verify_license(outcome)
+        except LicenseVerificationError:
+            yield from self.give_back(fingerprint)
+            raise
+        return grant, sent_at
+
+    def _read_claim(self, request: Request, fingerprint: str) -> Flow[Grant | Extension]:
+        response = yield request
+        assert response is not None
+        try:
+            return self.wire.read_claim(request, response, fingerprint)
+        except ResponseSignatureError:
+            # Untrusted answer: the relay may have granted a seat; do not keep it.
+            yield from self.give_back(fingerprint)
+            raise
+
+    # -- release -----------------------------------------------------------------------------
+
+    def give_back(self, fingerprint: str) -> Flow[None]:
+        """Best-effort release whose failure is ignored (the TTL frees the seat anyway)."""
+        request = self.wire.release(fingerprint)
+        try:
+            response = yield request
+            assert response is not None
+            self.wire.read_release(request, response)
+        except ClientError:
+            return
+
+    def release(self, fingerprint: str, budget: float) -> Flow[bool]:
+        """Release, retrying transport failures for at most `budget` seconds.
+
+        True when the seat was given back, False when the relay held none for us (404).
+        """
+        start = self.clock()
+        attempt = 0
+        while True:
+            remaining = budget - (self.clock() - start)
+            request = replace(self.wire.release(fingerprint), timeout=max(remaining, 0.05))
+            try:
+                response = yield request
+                assert response is not None
+                return self.wire.read_release(request, response)
+            except (RelayUnavailableError, UnexpectedResponseError):
+                attempt += 1
+                remaining = budget - (self.clock() - start)
+                delay = self.backoff(attempt)
+                if remaining <= delay + 0.05:
+                    raise
+            yield Sleep(delay)
+
+    def health(self) -> Flow[None]:
+        request = self.wire.health()
+        response = yield request
+        assert response is not None
+        self.wire.read_health(request, response)
+
+    # -- heartbeat ---------------------------------------------------------------------------
+
+    def heartbeat(self, lease: HeldLease) -> Flow[None]:
+        """Keep `lease` alive until it is done; mark it lost the moment that becomes true.
+
+        Heartbeats every `lease.interval`; on a transport or server failure retries with
+        jittered backoff, never sleeping past the lease's deadline.
+        """
+        delay = lease.interval
+        attempt = 0
+        last_error = ""
+        while True:
+            yield Sleep(delay)
+            if lease.done:
+                return
+            if self.clock() >= lease.deadline:
+                why = f"; last error: {last_error}" if last_error else ""
+                lease.mark_lost(f"no successful heartbeat before the lease expired{why}")
+                return
+            request = self.wire.claim(lease.fingerprint)
+            sent_at = self.clock()
+            try:
+                response = yield request
+                assert response is not None
+                outcome = self.wire.read_claim(request, response, lease.fingerprint)
+            except RETRYABLE as exc:
+                attempt += 1
+                last_error = str(exc)
+                delay = min(self.backoff(attempt), max(lease.deadline - self.clock(), 0.0))
+                continue
+            except FATAL as exc:
+                lease.mark_lost(f"the relay refused the heartbeat: {exc}")
+                return
+            if isinstance(outcome, Grant):
+                lease.mark_lost(
+                    "the relay no longer knew it (culled after missed heartbeats, or its "
+                    "database was replaced); the new seat it offered was given back"
+                )
+                yield from self.give_back(lease.fingerprint)
+                return
+            lease.renew(outcome, sent_at)
+            attempt = 0
+            last_error = ""
+            delay = lease.interval
