@@ -129,7 +129,11 @@ def create_app(
             return 1
 
         if "runtime" not in ignored:  # help, version, completion: nothing to open
-            result = command(*bound.args, **bound.kwargs)
+            try:
+                result = command(*bound.args, **bound.kwargs)
+            except UsageError as exc:
+                out.error(str(exc))
+                return 1
             return result if isinstance(result, int) else 0
 
         from relay_core import BulkError, RelayError
