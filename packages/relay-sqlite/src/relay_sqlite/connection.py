@@ -69,6 +69,7 @@ def connect(path: str, pragmas: Mapping[str, str]) -> sqlite3.Connection:
     """A connection in autocommit mode (we issue BEGIN IMMEDIATE), with every pragma applied."""
     _check_location(path)
     busy = _busy_ms(pragmas)
+    creating = path != ":memory:" and not path.startswith("file:") and not Path(path).exists()
     try:
         conn = sqlite3.connect(
             path,
@@ -77,15 +78,24 @@ def connect(path: str, pragmas: Mapping[str, str]) -> sqlite3.Connection:
             timeout=busy / 1000,
             uri=path.startswith("file:"),
         )
+        try:
+            for key, value in pragmas.items():
+                _apply_pragma(conn, path, key, value, busy)
+        except BaseException:
+            conn.close()
+            raise
     except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if creating and isinstance(code, int) and code & 0xFF in (_CANTOPEN, _READONLY):
+            parent = Path(path).parent
+            raise StorageAccessError(
+                f"cannot create database {path}: directory {parent} is not writable ({exc})"
+            ) from exc
         raise translate(exc, path, busy_timeout_ms=busy) from exc
-    try:
-        for key, value in pragmas.items():
-            _apply_pragma(conn, path, key, value, busy)
-    except BaseException:
-        conn.close()
-        raise
     return conn
+
+
+_READONLY, _CANTOPEN = 8, 14
 
 
 def _busy_ms(pragmas: Mapping[str, str]) -> int:
@@ -102,7 +112,9 @@ def _apply_pragma(conn: sqlite3.Connection, path: str, key: str, value: str, bus
         conn.execute(f"PRAGMA {key} = {value}").fetchall()
     except sqlite3.Error as exc:
         code = getattr(exc, "sqlite_errorcode", None)
-        if isinstance(code, int) and code & 0xFF != 1:  # not a plain SQL error: the file is at fault
+        if (
+            isinstance(code, int) and code & 0xFF != 1
+        ):  # not a plain SQL error: the file is at fault
             raise translate(exc, path, busy_timeout_ms=busy) from exc
         raise StorageError(f"failed to set pragma {key}={value}: {exc}") from exc
 

@@ -62,9 +62,7 @@ _LEASE_ORDERED = {
 _LEASE_SLOT = _LEASE.format(
     pick="SELECT license_id FROM relay_free_licenses WHERE pool_key = :key AND slot = :slot"
 )
-_LEASE_NTH = _by_pool(
-    _LEASE.format(pick=_FREE + " ORDER BY created_at, id LIMIT 1 OFFSET :offset")
-)
+_LEASE_NTH = _by_pool(_LEASE.format(pick=_FREE + " ORDER BY created_at, id LIMIT 1 OFFSET :offset"))
 _COUNT_FREE = _by_pool("SELECT count(*) FROM (" + _FREE + ")")
 _HAS_FREE = _by_pool("SELECT EXISTS (" + _FREE + ")")
 _FREE_SLOTS = "SELECT max(slot) + 1 FROM relay_free_licenses WHERE pool_key = ?"
