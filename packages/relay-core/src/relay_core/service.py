@@ -142,38 +142,40 @@ class Relay:
         """
         verifier = self.verifier(public_key)
         now_f = self.clock.now()
-        loaded: list[tuple[str, LicenseFile]] = []
-        errors: list[tuple[str, RelayError]] = []
+        loaded: list[tuple[int, str, LicenseFile]] = []
+        errors: list[tuple[int, str, RelayError]] = []
         seen: set[str] = set()
-        for source, key in items:
+        for index, (source, key) in enumerate(items):
             label = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
             try:
                 label, raw = read_license_source(source)
                 file = verifier.verify(raw, key.strip(), now=now_f)
             except RelayError as exc:
-                errors.append((label, exc))
+                errors.append((index, label, exc))
                 continue
             if file.guid in seen:
-                errors.append((label, DuplicateLicenseError(file.guid)))
+                errors.append((index, label, DuplicateLicenseError(file.guid)))
                 continue
             seen.add(file.guid)
-            loaded.append((label, file))
-        if errors:
-            raise BulkError(errors)
+            loaded.append((index, label, file))
 
         now = int(now_f)
         pool_name = pool or None
+        # Inserting even when some files failed finds the duplicates among the rest too, so one
+        # call reports every failing item; the rollback then leaves the store untouched.
         with self.store.transaction() as tx:
             pool_id = self._find_or_create_pool(tx, pool_name, now) if pool_name else None
             added: list[License] = []
-            for label, file in loaded:
+            for index, label, file in loaded:
                 new = NewLicense(file.guid, file.raw, file.key, file.expires_at)
                 try:
                     added.append(tx.insert_license(new, pool_id, now))
                 except DuplicateLicenseError as exc:
-                    errors.append((label, exc))
+                    errors.append((index, label, exc))
             if errors:
-                raise BulkError(errors)
+                raise BulkError(
+                    [(label, error) for _, label, error in sorted(errors, key=lambda e: e[0])]
+                )
             self._audit(
                 tx,
                 [

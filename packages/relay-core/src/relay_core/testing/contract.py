@@ -17,6 +17,7 @@ Set `supports_threads = False` on a backend that is not meant for concurrent use
 
 from __future__ import annotations
 
+import itertools
 import random
 import tempfile
 import threading
@@ -27,7 +28,7 @@ from typing import ClassVar
 
 import attrs
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -78,6 +79,7 @@ class StorageContract:
 
     supports_threads: ClassVar[bool] = True
     state_machine_examples: ClassVar[int] = 200
+    shrink_failures: ClassVar[bool] = True
 
     def make_store(self, path: Path) -> Store:
         """Return a new, empty store kept under `path` (a fresh directory)."""
@@ -422,6 +424,7 @@ class StorageContract:
             Machine,
             settings=settings(
                 max_examples=self.state_machine_examples,
+                phases=list(Phase) if self.shrink_failures else [Phase.explicit, Phase.generate],
                 stateful_step_count=30,
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -429,9 +432,14 @@ class StorageContract:
         )
 
 
+_SERIAL = itertools.count(1)
+
+
 def _license(writer: LicenseWriter, *, issued: int, expiry: int | None) -> tuple[bytes, str]:
-    key = f"KEY-{random.getrandbits(64):016X}"
-    return writer.license(key=key, issued=issued, expiry=expiry), key
+    """A license whose GUID sorts in creation order, so examples replay deterministically."""
+    serial = next(_SERIAL)
+    key = f"KEY-{serial:012d}"
+    return writer.license(key=key, guid=f"{serial:012d}", issued=issued, expiry=expiry), key
 
 
 FINGERPRINTS = ("n1", "n2", "n3", "n4", "n5")
@@ -662,9 +670,15 @@ class RelayStateMachine(RuleBasedStateMachine):
             del self.licenses[m.guid]
         self.expect_audit(*expected)
 
-    @rule(seconds=st.sampled_from([1, 10, 29, 59, 61, 200, 2000]))
+    @rule(seconds=st.sampled_from([1, 10, 29, 30, 59, 60, 61, 200, 2000]))
     def advance(self, seconds: int) -> None:
         self.clock.advance(seconds)
+
+    @precondition(lambda self: bool(self.active))
+    @rule()
+    def advance_to_the_oldest_lease_expiry(self) -> None:
+        """Land exactly on the TTL boundary, where off-by-one culls hide."""
+        self.clock.advance(max(0, min(self.active.values()) + TTL - self.now))
 
     @rule()
     def cull(self) -> None:

@@ -226,6 +226,8 @@ class MemoryTransaction:
 class MemoryStore:
     """An in-process store; transactions are serialised and rolled back on exceptions."""
 
+    transaction_type: type[MemoryTransaction] = MemoryTransaction
+
     def __init__(self) -> None:
         self._tables = _Tables()
         self._lock = threading.RLock()
@@ -234,7 +236,7 @@ class MemoryStore:
     def transaction(self) -> Iterator[MemoryTransaction]:
         with self._lock:
             work = self._tables.copy()
-            yield MemoryTransaction(work)
+            yield self.transaction_type(work)
             self._tables = work
 
     def close(self) -> None:

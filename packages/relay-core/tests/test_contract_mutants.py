@@ -1,0 +1,178 @@
+"""The contract can fail: each deliberately broken store below is caught by it.
+
+Each mutant breaks one rule of the store port; the test runs the part of `StorageContract` that
+should notice and asserts that it does. A contract that passed a mutant would be a test that
+cannot fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from relay_core import Strategy
+from relay_core.model import License
+from relay_core.ports import Culled
+from relay_core.testing import MemoryStore, StorageContract
+from relay_core.testing.memory import MemoryTransaction
+
+
+def assert_contract_fails(check: Callable[[], None]) -> None:
+    """Run one contract test against a mutant: it must fail (any error counts as caught)."""
+    try:
+        check()
+    except (Exception, pytest.fail.Exception):
+        return
+    pytest.fail("the contract passed a deliberately broken store")
+
+
+class LifoActsAsFifo(MemoryTransaction):
+    def lease_free_license(
+        self, pool_id: int | None, node_id: int, strategy: Strategy, now: int, rng: random.Random
+    ) -> License | None:
+        return super().lease_free_license(pool_id, node_id, Strategy.FIFO, now, rng)
+
+
+class CullMissesTheBoundary(MemoryTransaction):
+    def cull_batch(self, cutoff: int, now: int, limit: int) -> list[Culled]:
+        return super().cull_batch(cutoff - 1, now, limit)
+
+
+class ReleaseLeavesNodeActive(MemoryTransaction):
+    def deactivate_node(self, node_id: int, now: int) -> None:
+        pass
+
+
+class IgnoresPools(MemoryTransaction):
+    def _free(self, pool_id: int | None, now: int) -> list[License]:
+        return [
+            lic
+            for lic in self._t.licenses.values()
+            if lic.node_id is None and not lic.file_expired(now)
+        ]
+
+
+class HandsOutExpiredFiles(MemoryTransaction):
+    def _free(self, pool_id: int | None, now: int) -> list[License]:
+        return [
+            lic
+            for lic in self._t.licenses.values()
+            if lic.pool_id == pool_id and lic.node_id is None
+        ]
+
+
+class LeasesHeldLicenses(MemoryTransaction):
+    def _free(self, pool_id: int | None, now: int) -> list[License]:
+        return [
+            lic
+            for lic in self._t.licenses.values()
+            if lic.pool_id == pool_id and not lic.file_expired(now)
+        ]
+
+
+class DropsNodeAudit(MemoryTransaction):
+    def append_audit(self, entries):  # type: ignore[no-untyped-def]
+        super().append_audit([e for e in entries if e.entity_type.label != "node"])
+
+
+def store_of(transaction: type[MemoryTransaction]) -> type[MemoryStore]:
+    return type(f"{transaction.__name__}Store", (MemoryStore,), {"transaction_type": transaction})
+
+
+class NeverRollsBack(MemoryStore):
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[MemoryTransaction]:
+        with self._lock:
+            try:
+                yield MemoryTransaction(self._tables)
+            finally:
+                pass
+
+
+class SlowPick(MemoryTransaction):
+    def lease_free_license(
+        self, pool_id: int | None, node_id: int, strategy: Strategy, now: int, rng: random.Random
+    ) -> License | None:
+        time.sleep(0.002)
+        return super().lease_free_license(pool_id, node_id, strategy, now, rng)
+
+
+class Unserialised(MemoryStore):
+    """Copy-on-write without the lock: concurrent transactions overwrite each other."""
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[MemoryTransaction]:
+        work = self._tables.copy()
+        yield SlowPick(work)
+        self._tables = work
+
+
+def contract_for(store: type[MemoryStore], examples: int = 200) -> StorageContract:
+    class Contract(StorageContract):
+        state_machine_examples = examples
+        shrink_failures = False  # finding the failure is the point; shrinking it only costs time
+
+        def make_store(self, path: Path) -> MemoryStore:
+            return store()
+
+    return Contract()
+
+
+@pytest.mark.parametrize(
+    "mutant",
+    [
+        LifoActsAsFifo,
+        CullMissesTheBoundary,
+        ReleaseLeavesNodeActive,
+        IgnoresPools,
+        HandsOutExpiredFiles,
+        LeasesHeldLicenses,
+        DropsNodeAudit,
+    ],
+)
+def test_state_machine_catches_a_broken_transaction(mutant: type[MemoryTransaction]) -> None:
+    """The reference-model state machine fails on a store that breaks one port rule."""
+    assert_contract_fails(contract_for(store_of(mutant)).test_relay_matches_the_reference_model)
+
+
+def test_state_machine_catches_a_store_that_never_rolls_back() -> None:
+    """A failed claim that leaves its node activation behind is caught."""
+    assert_contract_fails(contract_for(NeverRollsBack).test_relay_matches_the_reference_model)
+
+
+def test_primitive_tests_catch_their_mutants() -> None:
+    """The one-rule tests catch the broken ordering, rollback and cull boundary directly."""
+    lifo = contract_for(store_of(LifoActsAsFifo))
+    assert_contract_fails(
+        lambda: lifo.test_lifo_takes_latest_added_ties_by_latest_insertion(
+            store_of(LifoActsAsFifo)()
+        )
+    )
+    rollback = contract_for(NeverRollsBack)
+    assert_contract_fails(
+        lambda: rollback.test_failed_transaction_leaves_nothing_behind(NeverRollsBack())
+    )
+    boundary = contract_for(store_of(CullMissesTheBoundary))
+    assert_contract_fails(
+        lambda: boundary.test_cull_batch_takes_stale_nodes_up_to_the_limit(
+            store_of(CullMissesTheBoundary)()
+        )
+    )
+    expired = contract_for(store_of(HandsOutExpiredFiles))
+    assert_contract_fails(
+        lambda: expired.test_pick_stays_in_pool_and_skips_leased_and_expired(
+            store_of(HandsOutExpiredFiles)(), Strategy.FIFO
+        )
+    )
+
+
+def test_thread_race_test_catches_an_unserialised_store() -> None:
+    """Two threads leasing through unserialised transactions get the same license, and the test sees it."""
+    race = contract_for(Unserialised)
+    assert_contract_fails(
+        lambda: race.test_threads_claiming_at_once_never_share_a_license(Unserialised())
+    )
