@@ -74,6 +74,7 @@ def test_completion_scripts(cli: Cli, shell: str) -> None:
         (("serve", "--port", "abc"), "error: invalid value for --port"),
         (("--database",), "error: parameter --database requires an argument"),
         (("completion", "tcsh"), "error: "),
+        (("ls", "junk"), "error: unexpected argument(s): junk"),
     ],
 )
 def test_usage_errors_are_one_line(args: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]) -> None:

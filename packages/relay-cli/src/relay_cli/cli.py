@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from cyclopts import App, CycloptsError, Parameter
+from cyclopts import App, CycloptsError, Parameter, UnusedCliTokensError
 
 from . import __version__
 from .audit import logs
@@ -40,6 +40,8 @@ Keygen Relay CLI, version {version}."""
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, UnusedCliTokensError) and exc.unused_tokens:
+        return "unexpected argument(s): " + " ".join(exc.unused_tokens)
     text = " ".join(str(exc).split()).partition(" Available commands:")[0]
     if text[:1].isupper() and not text[1:2].isupper():
         text = text[0].lower() + text[1:]
