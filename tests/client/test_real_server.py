@@ -132,6 +132,17 @@ def test_sigterm_releases_the_seat(relays: Relays, workers: StartWorker) -> None
     print(f"seat freed {freed_after:.2f}s after SIGTERM")
 
 
+def test_sigterm_chains_to_the_applications_handler(relays: Relays, workers: StartWorker) -> None:
+    """With the application's own SIGTERM handler, the seat is released and that handler still runs."""
+    relay = relays.serve()
+    worker = workers(relay.url, "node-1", "--hold", "600", "--own-sigterm")
+    worker.expect("held")
+    worker.proc.send_signal(signal.SIGTERM)
+    worker.expect("own handler")
+    assert worker.proc.wait(timeout=10) == 7
+    assert relay.leased() == 0
+
+
 def test_twelve_processes_share_ten_seats(relays: Relays, workers: StartWorker) -> None:
     """12 clients with wait all run, never more than 10 at once, and nothing is held afterwards."""
     relay = relays.serve(seats=10, pool="prod")

@@ -7,6 +7,7 @@ Run as a subprocess by the tests. Prints one line per event (``held KEY``, ``los
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -21,7 +22,15 @@ def main() -> int:
     parser.add_argument("--wait", type=float, default=None)
     parser.add_argument("--secret", default=None)
     parser.add_argument("--pool", default=None)
+    parser.add_argument("--own-sigterm", action="store_true", help="install a handler first")
     args = parser.parse_args()
+    if args.own_sigterm:
+
+        def on_term(signum: int, frame: object) -> None:
+            print("own handler", flush=True)
+            raise SystemExit(7)
+
+        signal.signal(signal.SIGTERM, on_term)
 
     client = RelayClient(
         args.url, pool=args.pool, fingerprint=args.fingerprint, signing_secret=args.secret

@@ -275,3 +275,26 @@ def test_options_are_checked_up_front() -> None:
         RelayClient("http://127.0.0.1:1", fingerprint="a", timeout=0)
     with pytest.raises(ConfigurationError, match="wait"):
         RelayClient("http://127.0.0.1:1", fingerprint="a").acquire(wait=-1)
+
+
+def test_on_lost_may_release_the_lease(
+    serve: Serve, make_relay: MakeRelay, leased: Leased, clock: FrozenClock
+) -> None:
+    """An on_lost callback that calls release() (from the heartbeat thread) works and frees all."""
+    relay = make_relay(ttl=30)
+    released: list[bool] = []
+    with serve(relay) as url:
+        client = RelayClient(url, fingerprint="node-1", heartbeat_fraction=0.01)
+        lease = client.acquire(on_lost=lambda _: released.append(lease.release()))
+        clock.advance(31)
+        relay.cull()
+        assert wait_until(lambda: len(released) == 1)
+        assert lease.released
+        assert lease.lost
+        assert leased(relay) == 0
+
+
+def test_an_unusable_public_key_is_a_configuration_error() -> None:
+    """A public key that is not Ed25519 hex or RSA PEM fails at construction, saying which forms work."""
+    with pytest.raises(ConfigurationError, match="64 hex digits"):
+        RelayClient("http://127.0.0.1:1", fingerprint="a", public_key="abc")

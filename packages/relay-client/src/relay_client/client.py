@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from relay_core import LicenseVerifier
+from relay_core import InvalidPublicKeyError, LicenseVerifier
 from relay_core.signing import DEFAULT_TOLERANCE
 
 from . import exits
@@ -81,7 +81,13 @@ class ClientBase(Generic[SleepT]):
         if public_key:
             from relay_core.keygen import KeygenVerifier  # the crypto stack, only when asked for
 
-            verifier = KeygenVerifier(public_key)
+            try:
+                verifier = KeygenVerifier(public_key)
+            except InvalidPublicKeyError as exc:
+                raise ConfigurationError(
+                    f"public_key is not usable ({exc}): pass your Keygen account's public key, "
+                    "Ed25519 as 64 hex digits or RSA as PEM, as given to `relay add`"
+                ) from None
         wire = Wire(
             pool=self.pool,
             signing_secret=signing_secret or None,

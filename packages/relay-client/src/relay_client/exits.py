@@ -38,7 +38,7 @@ class _ExitHooks:
 
     def __init__(self) -> None:
         self.held: dict[int, Releasable] = {}
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # the SIGTERM handler may interrupt its holder
         self.atexit_installed = False
         self.signal_installed = False
         self.previous: Handler = signal.SIG_DFL

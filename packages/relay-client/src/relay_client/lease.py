@@ -59,7 +59,8 @@ class LeaseBase:
         self._fraction = heartbeat_fraction
         self._release_timeout = release_timeout
         self._on_lost = on_lost
-        self._lock = threading.Lock()
+        # Re-entrant: the SIGTERM handler runs on the main thread, possibly inside these locks.
+        self._lock = threading.RLock()
         self._io = threading.RLock()  # held around each heartbeat request; see _stop_heartbeats
         self._stopping = False
         self._released = False
@@ -301,4 +302,5 @@ class Lease(LeaseBase):
         try:
             return self._release_blocking(self._release_timeout)
         finally:
-            self._thread.join(timeout=self._release_timeout)
+            if threading.current_thread() is not self._thread:  # on_lost may release
+                self._thread.join(timeout=self._release_timeout)

@@ -39,7 +39,7 @@ class HttpTransport:
         self.endpoint = endpoint
         self.timeout = timeout
         self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the SIGTERM handler may interrupt its holder
         self._context = ssl.create_default_context() if endpoint.scheme == "https" else None
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
