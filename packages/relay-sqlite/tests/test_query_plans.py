@@ -13,7 +13,7 @@ from relay_core.model import Strategy
 from relay_sqlite import SqliteStore
 from relay_sqlite import transaction as sql
 
-PARAMS: dict[str, Any] = {"pool": 1, "node": 1, "now": 5, "key": 1, "slot": 3, "offset": 2}
+PARAMS: dict[str, Any] = {"pool": 1, "node": 1, "now": 5, "id": 3, "offset": 2}
 
 
 @pytest.fixture(params=["as created", "after ANALYZE of an empty file", "after ANALYZE"])
@@ -66,19 +66,26 @@ def test_fifo_and_lifo_walk_the_pick_index(
     """The lease statement seeks relay_licenses_pick and never sorts the free licenses."""
     steps = plan(conn, sql._LEASE_ORDERED[strategy][global_pool])
     assert_seeks_only(steps)
-    assert any("USING INDEX relay_licenses_pick (pool_id=? AND node_id=?)" in s for s in steps)
+    assert any("INDEX relay_licenses_pick (pool_id=? AND node_id=?)" in s for s in steps)
 
 
-def test_rand_draws_a_slot_by_primary_key(conn: sqlite3.Connection) -> None:
-    """rand reads the slot count and one slot by key: no ORDER BY RANDOM(), no scan."""
-    for statement in (sql._FREE_SLOTS, sql._LEASE_SLOT):
-        assert "RANDOM()" not in statement.upper()
-    assert plan(conn, sql._FREE_SLOTS, (1,)) == [
-        "SEARCH relay_free_licenses USING PRIMARY KEY (pool_key=?)"
-    ]
-    steps = plan(conn, sql._LEASE_SLOT)
+@pytest.mark.parametrize("global_pool", [True, False], ids=["global pool", "named pool"])
+def test_rand_seeks_the_free_span_and_one_id(conn: sqlite3.Connection, global_pool: bool) -> None:
+    """rand finds the free ids' span by two index seeks and tries ids by primary key."""
+    statements = (sql._FREE_SPAN[global_pool], sql._LEASE_ID[global_pool])
+    assert all("RANDOM()" not in s.upper() for s in statements)
+    steps = plan(conn, sql._FREE_SPAN[global_pool])
     assert_seeks_only(steps)
-    assert any("relay_free_licenses USING PRIMARY KEY (pool_key=? AND slot=?)" in s for s in steps)
+    assert [s for s in steps if s.startswith("SEARCH")] == [
+        "SEARCH licenses USING COVERING INDEX idx_licenses_pool_node (pool_id=? AND node_id=?)"
+    ] * 2
+    assert plan(conn, sql._LEASE_ID[global_pool]) == [
+        "SEARCH licenses USING INTEGER PRIMARY KEY (rowid=?)"
+    ]
+    steps = plan(conn, sql._COUNT_FREE[global_pool])
+    assert steps == [
+        "SEARCH licenses USING COVERING INDEX relay_licenses_pick (pool_id=? AND node_id=?)"
+    ]
 
 
 @pytest.mark.parametrize("global_pool", [True, False], ids=["global pool", "named pool"])
@@ -90,10 +97,7 @@ def test_has_free_license_seeks(conn: sqlite3.Connection, global_pool: bool) -> 
 def test_cull_seeks_active_nodes_by_heartbeat(conn: sqlite3.Connection) -> None:
     """The cull finds stale active nodes by index range and their licenses by node_id."""
     steps = plan(conn, sql._CULL_NODES, (5, 1000))
-    assert steps == [
-        "SEARCH nodes USING COVERING INDEX relay_nodes_active_heartbeat "
-        "(deactivated_at=? AND last_heartbeat_at<?)"
-    ]
+    assert steps == ["SEARCH nodes USING INDEX relay_nodes_alive (last_heartbeat_at<?)"]
     steps = plan(conn, sql._CULL_LICENSES, ("[1, 2]",))
     assert_seeks_only(steps)
     assert "(node_id=?)" in steps[0]

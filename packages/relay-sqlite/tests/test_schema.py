@@ -105,7 +105,7 @@ def test_fresh_schema_is_keygen_relays_plus_allowed_additions(
         if normalise(sql).replace(normalise(ADDED_LICENSE_COLUMN), "") not in expected
     }
     assert all(name.startswith("relay_") for name in extras), extras
-    assert set(extras.values()) <= {"table", "index", "trigger"}
+    assert set(extras.values()) <= {"table", "index"}
 
 
 def test_extra_license_column_is_nullable_and_last_of_the_columns(

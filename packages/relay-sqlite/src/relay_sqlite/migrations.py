@@ -10,8 +10,8 @@ name (`CREATE TABLE "nodes"`), `ADD COLUMN` leaves `, column)` at the end. A fre
 the same list, so a new file and a migrated one are the same schema by construction.
 
 Our additions (`EXTENSIONS`) come after and only add things Keygen Relay ignores: a nullable
-column, indexes, one table and its triggers. They are versioned in their own table,
-`relay_schema`, so `schema_migrations` stays exactly Keygen Relay's.
+column and two indexes. They are versioned in their own table, `relay_schema`, so
+`schema_migrations` stays exactly Keygen Relay's.
 """
 
 from __future__ import annotations
@@ -287,64 +287,22 @@ MIGRATIONS: tuple[Migration, ...] = (
 LATEST_VERSION = MIGRATIONS[-1].version
 
 # --- our additions --------------------------------------------------------------------------
-#
-# `relay_free_licenses` numbers the free licenses of each pool densely, 0..n-1 (pool key 0 is
-# the global pool; pool ids start at 1). Picking slot `randrange(n)` is an exactly uniform draw
-# in O(log n). Triggers keep it in step with `licenses` whoever writes the row (Keygen Relay
-# included): a license leaving the free set hands its slot to the pool's last slot.
-
-_POOL_KEY_OLD = "COALESCE(OLD.pool_id, 0)"
-_POOL_KEY_NEW = "COALESCE(NEW.pool_id, 0)"
-
-_REMOVE_OLD = f"""
-  UPDATE relay_free_licenses SET slot = -1 - slot WHERE license_id = OLD.id;
-  UPDATE relay_free_licenses
-     SET slot = (SELECT -1 - slot FROM relay_free_licenses WHERE license_id = OLD.id)
-   WHERE pool_key = {_POOL_KEY_OLD}
-     AND slot = (SELECT max(slot) FROM relay_free_licenses WHERE pool_key = {_POOL_KEY_OLD})
-     AND slot > (SELECT -1 - slot FROM relay_free_licenses WHERE license_id = OLD.id);
-  DELETE FROM relay_free_licenses WHERE license_id = OLD.id;"""
-
-_ADD_NEW = f"""
-  INSERT INTO relay_free_licenses (pool_key, slot, license_id)
-  SELECT {_POOL_KEY_NEW},
-         (SELECT coalesce(max(slot) + 1, 0) FROM relay_free_licenses
-           WHERE pool_key = {_POOL_KEY_NEW}),
-         NEW.id
-   WHERE NEW.node_id IS NULL;"""
 
 EXTENSIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "file_expiry_and_pick_indexes",
         (
+            # When the license file itself expires (`meta.expiry`); NULL = never, or unknown
+            # for rows Keygen Relay inserts.
             "ALTER TABLE licenses ADD COLUMN file_expires_at INTEGER",
-            # fifo/lifo walk this index in order; rowid (= id) breaks created_at ties.
-            "CREATE INDEX relay_licenses_pick ON licenses (pool_id, node_id, created_at, id)",
-            # The cull seeks active nodes by heartbeat, skipping the deactivated history.
-            "CREATE INDEX relay_nodes_active_heartbeat ON nodes (deactivated_at, last_heartbeat_at)",
-            """CREATE TABLE relay_free_licenses (
-  pool_key INTEGER NOT NULL,
-  slot INTEGER NOT NULL,
-  license_id INTEGER NOT NULL UNIQUE,
-  PRIMARY KEY (pool_key, slot)
-) WITHOUT ROWID""",
-            "INSERT INTO relay_free_licenses (pool_key, slot, license_id) "
-            "SELECT coalesce(pool_id, 0), "
-            "row_number() OVER (PARTITION BY coalesce(pool_id, 0) ORDER BY id) - 1, id "
-            "FROM licenses WHERE node_id IS NULL",
-            f"""CREATE TRIGGER relay_free_licenses_insert AFTER INSERT ON licenses
-WHEN NEW.node_id IS NULL
-BEGIN{_ADD_NEW}
-END""",
-            f"""CREATE TRIGGER relay_free_licenses_delete AFTER DELETE ON licenses
-WHEN OLD.node_id IS NULL
-BEGIN{_REMOVE_OLD}
-END""",
-            f"""CREATE TRIGGER relay_free_licenses_update AFTER UPDATE OF node_id, pool_id ON licenses
-WHEN OLD.node_id IS NULL OR NEW.node_id IS NULL
-BEGIN{_REMOVE_OLD}{_ADD_NEW}
-END""",
+            # fifo/lifo walk this index in (created_at, id) order within (pool, free); carrying
+            # file_expires_at lets them skip expired files without reading the 3.7 KB rows.
+            "CREATE INDEX relay_licenses_pick "
+            "ON licenses (pool_id, node_id, created_at, id, file_expires_at)",
+            # The cull seeks active nodes by heartbeat; deactivated history is not in it.
+            "CREATE INDEX relay_nodes_alive ON nodes (last_heartbeat_at) "
+            "WHERE deactivated_at IS NULL",
         ),
     ),
 )

@@ -59,13 +59,23 @@ _LEASE_ORDERED = {
     strategy: {k: _LEASE.format(pick=sql) for k, sql in by_pool.items()}
     for strategy, by_pool in _ORDERED.items()
 }
-_LEASE_SLOT = _LEASE.format(
-    pick="SELECT license_id FROM relay_free_licenses WHERE pool_key = :key AND slot = :slot"
+# rand, by rejection: draw an id uniformly from the span of the pool's free ids and lease it if
+# it is a free, valid license of the pool. Every accepted draw is uniform over the valid free
+# licenses, so the pick is exactly uniform. The span's ends come from Keygen Relay's
+# (pool_id, node_id) index, whose entries end in the rowid: two O(log n) seeks.
+_FREE_SPAN = _by_pool(
+    "SELECT (SELECT id FROM licenses INDEXED BY idx_licenses_pool_node "
+    "WHERE {pool} AND node_id IS NULL ORDER BY id LIMIT 1), "
+    "(SELECT id FROM licenses INDEXED BY idx_licenses_pool_node "
+    "WHERE {pool} AND node_id IS NULL ORDER BY id DESC LIMIT 1)"
+)
+_LEASE_ID = _by_pool(
+    "UPDATE licenses SET node_id = :node, last_claimed_at = :now, claims = claims + 1 "
+    "WHERE id = :id AND {pool} AND node_id IS NULL AND " + _VALID + " RETURNING " + _LICENSE
 )
 _LEASE_NTH = _by_pool(_LEASE.format(pick=_FREE + " ORDER BY created_at, id LIMIT 1 OFFSET :offset"))
 _COUNT_FREE = _by_pool("SELECT count(*) FROM (" + _FREE + ")")
 _HAS_FREE = _by_pool("SELECT EXISTS (" + _FREE + ")")
-_FREE_SLOTS = "SELECT max(slot) + 1 FROM relay_free_licenses WHERE pool_key = ?"
 _LIST = {
     "any": f"SELECT {_LICENSE} FROM licenses ORDER BY id",
     True: f"SELECT {_LICENSE} FROM licenses WHERE pool_id IS NULL ORDER BY id",
@@ -73,7 +83,7 @@ _LIST = {
 }
 _IDS = "SELECT value FROM json_each(?)"
 _CULL_NODES = (
-    "SELECT id FROM nodes INDEXED BY relay_nodes_active_heartbeat "
+    "SELECT id FROM nodes INDEXED BY relay_nodes_alive "
     "WHERE deactivated_at IS NULL AND last_heartbeat_at <= ? LIMIT ?"
 )
 _CULL_LICENSES = f"SELECT node_id, id, pool_id FROM licenses WHERE node_id IN ({_IDS})"
@@ -86,9 +96,11 @@ LEFT JOIN nodes n ON a.entity_type_id = 2 AND n.id = a.entity_id
 LEFT JOIN pools ep ON a.entity_type_id = 3 AND ep.id = a.entity_id
 LEFT JOIN pools p ON p.id = a.pool_id"""
 
-_RAND_TRIES = 8
-"""Uniform draws over all free slots before falling back to counting the valid ones: each
-rejection (an expired file) is retried, which keeps the draw exactly uniform over valid ones."""
+_RAND_TRIES = 32
+"""Draws before falling back to counting the valid free licenses and taking the k-th. The
+fallback is as uniform as a draw, so the mixture stays exact; it costs O(free), and is reached
+only when free licenses are sparse in their id span, so its expected cost stays below about
+span / (e * tries) index entries."""
 
 
 def _license(row: Any) -> License:
@@ -211,19 +223,17 @@ class SqliteTransaction:
         return _license(row) if row else None
 
     def _lease_random(self, params: dict[str, Any], rng: random.Random) -> Any:
-        """Draw a slot of the pool's dense free list; exactly uniform, O(log n) per draw."""
-        key = params["pool"] or 0
-        slots = self._conn.execute(_FREE_SLOTS, (key,)).fetchone()[0]
-        if not slots:
+        """Exactly uniform over the valid free licenses of the pool; see `_FREE_SPAN`."""
+        by_pool = params["pool"] is None
+        low, high = self._conn.execute(_FREE_SPAN[by_pool], params).fetchone()
+        if low is None:
             return None
-        params["key"] = key
+        lease = _LEASE_ID[by_pool]
         for _ in range(_RAND_TRIES):
-            params["slot"] = rng.randrange(slots)
-            row = self._conn.execute(_LEASE_SLOT, params).fetchone()
+            params["id"] = rng.randint(low, high)
+            row = self._conn.execute(lease, params).fetchone()
             if row is not None:
                 return row
-        # Most free files have expired: count the valid ones and take one of them.
-        by_pool = params["pool"] is None
         valid = self._conn.execute(_COUNT_FREE[by_pool], params).fetchone()[0]
         if not valid:
             return None
