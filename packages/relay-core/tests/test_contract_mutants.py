@@ -111,7 +111,7 @@ class Unserialised(MemoryStore):
         self._tables = work
 
 
-def contract_for(store: type[MemoryStore], examples: int = 200) -> StorageContract:
+def contract_for(store: type[MemoryStore], examples: int = 1000) -> StorageContract:
     class Contract(StorageContract):
         state_machine_examples = examples
         shrink_failures = False  # finding the failure is the point; shrinking it only costs time

@@ -8,6 +8,7 @@ frozen, so a shallow copy of each table is a full snapshot).
 
 from __future__ import annotations
 
+import pickle
 import random
 import threading
 from collections.abc import Iterator, Sequence
@@ -238,6 +239,19 @@ class MemoryStore:
             work = self._tables.copy()
             yield self.transaction_type(work)
             self._tables = work
+
+    def snapshot(self) -> bytes:
+        """The committed state as bytes, e.g. to persist it or to fork a store in a test."""
+        with self._lock:
+            return pickle.dumps(self._tables)
+
+    def restore(self, snapshot: bytes) -> None:
+        """Replace the state with one taken by `snapshot()` (trusted input only: it is pickle)."""
+        tables = pickle.loads(snapshot)
+        if not isinstance(tables, _Tables):
+            raise TypeError("not a MemoryStore snapshot")
+        with self._lock:
+            self._tables = tables
 
     def close(self) -> None:
         """Nothing to release; present for the port."""
