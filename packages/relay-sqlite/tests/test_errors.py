@@ -167,3 +167,17 @@ def test_entry_point_opens_plain_paths_and_sqlite_urls(tmp_path: Path) -> None:
         store.close()
     assert (tmp_path / "a.sqlite").exists()
     assert (tmp_path / "b.sqlite").exists()
+
+
+def test_checkpoint_copies_the_wal_while_transactions_continue(store: SqliteStore) -> None:
+    """checkpoint() moves every committed frame into the file and leaves the store usable."""
+    with store.transaction() as tx:
+        for n in range(20):
+            tx.insert_license(NewLicense(f"g{n}", bytes(4000) + bytes([n]), f"k{n}", None), None, 1)
+    frames, done = store.checkpoint()
+    assert frames > 0
+    assert done == frames
+    with store.transaction() as tx:
+        assert len(tx.list_licenses(None)) == 20
+    store.close()
+    assert store.checkpoint() == (0, 0)
