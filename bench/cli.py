@@ -13,7 +13,7 @@
 
 Like a regular (non-editable) install, whose modules pip byte-compiles, the `relay` processes run
 with bytecode caching allowed (PYTHONDONTWRITEBYTECODE removed) after one warm-up run; pass
-`--cold` to keep the environment as it is (every import then recompiles the sources).
+`--keep-env` to run them with the environment unchanged.
 
 Rounds alternate the order of the two sides. Reported: per-round figures and the median of
 the per-round ratios floor/relay (throughput: 1.0 = as fast as the floor) and relay/python
@@ -141,9 +141,11 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--starts", type=int, default=20, help="start-up runs per side per round")
-    parser.add_argument("--cold", action="store_true", help="keep PYTHONDONTWRITEBYTECODE as set")
+    parser.add_argument(
+        "--keep-env", action="store_true", help="keep PYTHONDONTWRITEBYTECODE as the environment sets it"
+    )
     args = parser.parse_args()
-    if not args.cold:
+    if not args.keep_env:
         ENV.pop("PYTHONDONTWRITEBYTECODE", None)
 
     with tempfile.TemporaryDirectory(prefix="relay-bench-cli-") as tmp:
@@ -154,7 +156,7 @@ def main() -> None:
         size = Path(paths[0]).stat().st_size
         print(f"file size {size} bytes; python {sys.version.split()[0]}; sqlite {sqlite3.sqlite_version}")
 
-        print("bytecode cache:", "as the environment says (--cold)" if args.cold else "allowed, warmed up")
+        print("bytecode cache:", "as the environment says" if args.keep_env else "allowed, warmed up")
         relay_add(fresh_database(folder, "warmup.sqlite"), paths[:2], keys[:2], public_key)
 
         add_ratios: list[float] = []
