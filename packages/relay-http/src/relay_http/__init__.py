@@ -4,9 +4,14 @@
 own WSGI stack); `serve` runs it under waitress with the cull loop and a graceful stop.
 """
 
+import logging
+
 from .app import create_app
 from .errors import ERROR_TABLE, FingerprintTooLongError, PoolHeaderConflictError
 from .serving import ServeError, Server, serve
+
+# A library logs, the application configures: without handlers, stay silent (no lastResort).
+logging.getLogger("relay").addHandler(logging.NullHandler())
 
 __all__ = [
     "ERROR_TABLE",
