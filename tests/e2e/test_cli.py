@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -101,6 +103,28 @@ def test_ls_and_stat_plain_layout_is_exact(ws: Workspace) -> None:
     assert ws.relay("stat", "--license", lic.guid, "--plain").out == expected
     assert ws.relay("ls", env={"CI": "1"}).out == expected
     assert ws.relay("ls", env={"RELAY_PLAIN": "t"}).out == expected
+
+
+def test_ls_plain_second_spec_example(ws: Workspace) -> None:
+    """§1.8's second example (a leased pooled license, 12 claims, node 3, and a free global one),
+    byte for byte, with our file_expires_at column after the reference's six."""
+    ws.add(ws.license("a", guid="dcea31a4-1664-4633-9f52-4a1b0b5ea2ef"), pool="production")
+    ws.add(ws.license("b", guid="592d08c2-4045-462c-a981-dcd2bb78ce06"))
+    with closing(sqlite3.connect(ws.db)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO nodes (fingerprint, last_heartbeat_at, created_at) VALUES (?, 1764953352, 1)",
+            [("fp-1",), ("fp-2",), ("fp-3",)],
+        )
+        conn.execute(
+            "UPDATE licenses SET claims = 12, node_id = 3, last_claimed_at = 1764953352 "
+            "WHERE guid = 'dcea31a4-1664-4633-9f52-4a1b0b5ea2ef'"
+        )
+    assert ws.relay("ls", "--plain").out == (
+        "| id                                   | pool       | claims | node_id | last_claimed_at      | last_released_at | file_expires_at |\n"
+        "+--------------------------------------+------------+--------+---------+----------------------+------------------+-----------------+\n"
+        "| dcea31a4-1664-4633-9f52-4a1b0b5ea2ef | production | 12     | 3       | 2025-12-05T16:49:12Z | -                | -               |\n"
+        "| 592d08c2-4045-462c-a981-dcd2bb78ce06 | -          | 0      | -       | -                    | -                | -               |\n"
+    )
 
 
 def test_bulk_add_with_comma_separated_values(ws: Workspace) -> None:
