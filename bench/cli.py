@@ -74,8 +74,18 @@ def fresh_database(folder: Path, name: str) -> Path:
 def relay_add(db: Path, paths: list[str], keys: list[str], public_key: str) -> float:
     started = time.perf_counter()
     done = subprocess.run(
-        [RELAY, "--database", str(db), "add", "--file", ",".join(paths), "--key", ",".join(keys),
-         "--public-key", public_key],
+        [
+            RELAY,
+            "--database",
+            str(db),
+            "add",
+            "--file",
+            ",".join(paths),
+            "--key",
+            ",".join(keys),
+            "--public-key",
+            public_key,
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -142,7 +152,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--starts", type=int, default=20, help="start-up runs per side per round")
     parser.add_argument(
-        "--keep-env", action="store_true", help="keep PYTHONDONTWRITEBYTECODE as the environment sets it"
+        "--keep-env",
+        action="store_true",
+        help="keep PYTHONDONTWRITEBYTECODE as the environment sets it",
     )
     args = parser.parse_args()
     if not args.keep_env:
@@ -154,9 +166,13 @@ def main() -> None:
         print(f"generating {args.files} license files ...", flush=True)
         paths, keys, public_key = generate(folder / "files", args.files)
         size = Path(paths[0]).stat().st_size
-        print(f"file size {size} bytes; python {sys.version.split()[0]}; sqlite {sqlite3.sqlite_version}")
+        print(
+            f"file size {size} bytes; python {sys.version.split()[0]}; sqlite {sqlite3.sqlite_version}"
+        )
 
-        print("bytecode cache:", "as the environment says" if args.keep_env else "allowed, warmed up")
+        print(
+            "bytecode cache:", "as the environment says" if args.keep_env else "allowed, warmed up"
+        )
         relay_add(fresh_database(folder, "warmup.sqlite"), paths[:2], keys[:2], public_key)
 
         add_ratios: list[float] = []

@@ -24,8 +24,16 @@ import pytest
 from relay_core.testing import LicenseWriter
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "keygen"
-KEYGEN_LICENSE_1 = ("license_1.lic", "dcea31a4-1664-4633-9f52-4a1b0b5ea2ef", "9E32DD-D8CC22-771926-C2D834-C506DC-V3")
-KEYGEN_LICENSE_2 = ("license_2.lic", "592d08c2-4045-462c-a981-dcd2bb78ce06", "9A96B8-FD08CD-8C433B-7657C8-8A8655-V3")
+KEYGEN_LICENSE_1 = (
+    "license_1.lic",
+    "dcea31a4-1664-4633-9f52-4a1b0b5ea2ef",
+    "9E32DD-D8CC22-771926-C2D834-C506DC-V3",
+)
+KEYGEN_LICENSE_2 = (
+    "license_2.lic",
+    "592d08c2-4045-462c-a981-dcd2bb78ce06",
+    "9A96B8-FD08CD-8C433B-7657C8-8A8655-V3",
+)
 
 # Variables that change relay's behaviour; the tests set the ones they need explicitly.
 _RELAY_VARIABLES = ("PORT", "BIND_ADDR", "DEBUG", "NO_COLOR", "CI", "TERM")
@@ -180,7 +188,9 @@ class Server:
     host: str
     port: int
 
-    def request(self, method: str, path: str, *, pool: str | None = None, host: str | None = None) -> Response:
+    def request(
+        self, method: str, path: str, *, pool: str | None = None, host: str | None = None
+    ) -> Response:
         conn = http.client.HTTPConnection(host or self.host, self.port, timeout=10)
         try:
             conn.request(method, path, headers={"Relay-Pool": pool} if pool is not None else {})
@@ -227,7 +237,11 @@ class ServerFactory:
     started: list[Server] = attrs.Factory(list)
 
     def __call__(
-        self, *args: str, host: str = "127.0.0.1", env: Mapping[str, str] | None = None, wait: bool = True
+        self,
+        *args: str,
+        host: str = "127.0.0.1",
+        env: Mapping[str, str] | None = None,
+        wait: bool = True,
     ) -> Server:
         port = free_port(host)
         process = subprocess.Popen(

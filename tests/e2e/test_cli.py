@@ -130,8 +130,19 @@ def test_ls_plain_second_spec_example(ws: Workspace) -> None:
 def test_bulk_add_with_comma_separated_values(ws: Workspace) -> None:
     """Comma-separated and repeated --file/--key pairs add every license in order."""
     a, b, c = ws.license("a"), ws.license("b"), ws.license("c")
-    run = ws.relay("add", "--file", "a.lic,b.lic", "--file", "c.lic", "--key", f"{a.key},{b.key}",
-                   "--key", c.key, "--public-key", ws.public_key)
+    run = ws.relay(
+        "add",
+        "--file",
+        "a.lic,b.lic",
+        "--file",
+        "c.lic",
+        "--key",
+        f"{a.key},{b.key}",
+        "--key",
+        c.key,
+        "--public-key",
+        ws.public_key,
+    )
     assert run.out.splitlines() == [f"license added successfully: {x.guid}" for x in (a, b, c)]
     assert guids_listed(ws) == [a.guid, b.guid, c.guid]
 
@@ -139,8 +150,15 @@ def test_bulk_add_with_comma_separated_values(ws: Workspace) -> None:
 def test_bulk_add_is_all_or_nothing(ws: Workspace) -> None:
     """One bad pair among good ones: an error line for it, nothing stored, exit 1 (Part A 9)."""
     a, b = ws.license("a"), ws.license("b")
-    run = ws.relay("add", "--file", "a.lic,missing.lic,b.lic", "--key", f"{a.key},x,{b.key}",
-                   "--public-key", ws.public_key)
+    run = ws.relay(
+        "add",
+        "--file",
+        "a.lic,missing.lic,b.lic",
+        "--key",
+        f"{a.key},x,{b.key}",
+        "--public-key",
+        ws.public_key,
+    )
     assert (run.code, run.out) == (1, "")
     assert run.err_lines == ["error: license file not found at 'missing.lic'"]
     assert not ws.query("SELECT guid FROM licenses")
@@ -178,14 +196,20 @@ def test_expired_real_keygen_files_are_rejected(ws: Workspace, fixtures: Path) -
 def test_ttl_below_30s_is_rejected(ws: Workspace) -> None:
     """`serve --ttl 10s` exits 1 with one line and creates no database."""
     run = ws.relay("serve", "--ttl", "10s")
-    assert (run.code, run.out, run.err) == (1, "", "error: time-to-live value must be at least 30s\n")
+    assert (run.code, run.out, run.err) == (
+        1,
+        "",
+        "error: time-to-live value must be at least 30s\n",
+    )
     assert not ws.db.exists()
 
 
 def test_no_audit_writes_no_audit_rows(ws: Workspace) -> None:
     """`--no-audit add` stores the license but no audit row."""
     lic = ws.license("a")
-    run = ws.relay("--no-audit", "add", "--file", "a.lic", "--key", lic.key, "--public-key", ws.public_key)
+    run = ws.relay(
+        "--no-audit", "add", "--file", "a.lic", "--key", lic.key, "--public-key", ws.public_key
+    )
     assert run.code == 0
     assert ws.query("SELECT count(*) FROM audit_logs") == [(0,)]
     assert ws.query("SELECT count(*) FROM licenses") == [(1,)]
@@ -218,8 +242,17 @@ def test_audit_rows_for_add_and_del(ws: Workspace) -> None:
 
 def test_help_and_completion_do_not_create_a_database(ws: Workspace) -> None:
     """help, --help, completion and version never open ./relay.sqlite."""
-    for args in (("--help",), ("help",), ("help", "add"), ("add", "--help"), ("completion", "bash"),
-                 ("completion", "zsh"), ("completion", "fish"), ("version",), ("--version",)):
+    for args in (
+        ("--help",),
+        ("help",),
+        ("help", "add"),
+        ("add", "--help"),
+        ("completion", "bash"),
+        ("completion", "zsh"),
+        ("completion", "fish"),
+        ("version",),
+        ("--version",),
+    ):
         run = ws.relay(*args)
         assert run.code == 0, (args, run.err)
         assert run.out
@@ -258,16 +291,46 @@ def _bad_add_cases(ws: Workspace) -> dict[str, tuple[list[str], str]]:
     other_key = "ab" * 32
     pk = ["--public-key", ws.public_key]
     return {
-        "missing file": (["--file", "nope.lic", "--key", "K", *pk], "error: license file not found at 'nope.lic'"),
-        "directory": (["--file", "folder.lic", "--key", "K", *pk], "error: failed to read license file"),
-        "garbage": (["--file", "garbage.lic", "--key", "K", *pk], "error: license verification failed: license file is invalid"),
-        "tampered": (["--file", "tampered.lic", "--key", tampered.key, *pk], "error: license verification failed: license file is invalid"),
-        "wrong key": (["--file", "good.lic", "--key", "WRONG", *pk], "error: license decryption failed: license file is invalid"),
-        "wrong public key": (["--file", "good.lic", "--key", good.key, "--public-key", other_key], "error: license verification failed: license file is invalid"),
-        "unsupported alg": (["--file", "unsupported.lic", "--key", "K", *pk], "error: license verification failed: license file is invalid"),
-        "duplicate": (["--file", "seed.lic", "--key", _seed_key(ws), *pk], "error: license with the provided key already exists"),
-        "mismatched counts": (["--file", "good.lic,seed.lic", "--key", good.key, *pk], "error: number of key and file flags must match"),
-        "missing flags": (["--file", "good.lic"], 'error: required flag(s) "key", "public-key" not set'),
+        "missing file": (
+            ["--file", "nope.lic", "--key", "K", *pk],
+            "error: license file not found at 'nope.lic'",
+        ),
+        "directory": (
+            ["--file", "folder.lic", "--key", "K", *pk],
+            "error: failed to read license file",
+        ),
+        "garbage": (
+            ["--file", "garbage.lic", "--key", "K", *pk],
+            "error: license verification failed: license file is invalid",
+        ),
+        "tampered": (
+            ["--file", "tampered.lic", "--key", tampered.key, *pk],
+            "error: license verification failed: license file is invalid",
+        ),
+        "wrong key": (
+            ["--file", "good.lic", "--key", "WRONG", *pk],
+            "error: license decryption failed: license file is invalid",
+        ),
+        "wrong public key": (
+            ["--file", "good.lic", "--key", good.key, "--public-key", other_key],
+            "error: license verification failed: license file is invalid",
+        ),
+        "unsupported alg": (
+            ["--file", "unsupported.lic", "--key", "K", *pk],
+            "error: license verification failed: license file is invalid",
+        ),
+        "duplicate": (
+            ["--file", "seed.lic", "--key", _seed_key(ws), *pk],
+            "error: license with the provided key already exists",
+        ),
+        "mismatched counts": (
+            ["--file", "good.lic,seed.lic", "--key", good.key, *pk],
+            "error: number of key and file flags must match",
+        ),
+        "missing flags": (
+            ["--file", "good.lic"],
+            'error: required flag(s) "key", "public-key" not set',
+        ),
     }
 
 
@@ -275,8 +338,18 @@ def _seed_key(ws: Workspace) -> str:
     return str(ws.query("SELECT key FROM licenses")[0][0])
 
 
-BAD_ADD = ["missing file", "directory", "garbage", "tampered", "wrong key", "wrong public key",
-           "unsupported alg", "duplicate", "mismatched counts", "missing flags"]
+BAD_ADD = [
+    "missing file",
+    "directory",
+    "garbage",
+    "tampered",
+    "wrong key",
+    "wrong public key",
+    "unsupported alg",
+    "duplicate",
+    "mismatched counts",
+    "missing flags",
+]
 
 
 @pytest.mark.parametrize("case", BAD_ADD)
@@ -302,7 +375,10 @@ def test_bad_add_inputs(seeded: Workspace, case: str) -> None:
         (["stat", "--license", "nope"], "error: license nope: license not found"),
         (["ls", "--bogus"], "error: unknown option: --bogus"),
         (["serve", "--strategy", "x"], 'error: invalid argument "x" for "--strategy" flag'),
-        (["serve", "--cull-interval", "0s"], 'error: invalid argument "0s" for "--cull-interval" flag'),
+        (
+            ["serve", "--cull-interval", "0s"],
+            'error: invalid argument "0s" for "--cull-interval" flag',
+        ),
     ],
 )
 def test_bad_inputs_to_other_commands(seeded: Workspace, args: list[str], message: str) -> None:

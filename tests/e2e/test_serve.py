@@ -205,8 +205,16 @@ def test_custom_database(ws: Workspace, serve: ServerFactory) -> None:
 def test_database_from_environment(ws: Workspace, serve: ServerFactory) -> None:
     """RELAY_DATABASE points both add and serve at the same file."""
     lic = ws.license("license")
-    run = ws.relay("add", "--file", "license.lic", "--key", lic.key, "--public-key", ws.public_key,
-                   env={"RELAY_DATABASE": "env.sqlite"})
+    run = ws.relay(
+        "add",
+        "--file",
+        "license.lic",
+        "--key",
+        lic.key,
+        "--public-key",
+        ws.public_key,
+        env={"RELAY_DATABASE": "env.sqlite"},
+    )
     assert run.code == 0
     server = serve(env={"RELAY_DATABASE": "env.sqlite"})
     assert server.claim("node-1").status == 201
@@ -369,7 +377,9 @@ def test_culling_frees_a_silent_lease(ws: Workspace, serve: ServerFactory) -> No
             break
     assert row["node_id"] is None, "the lease was not culled within 40 s"
     assert row["last_released_at"] is not None
-    events = json.loads(ws.relay("logs", "--json", "--event", "license.lease_expired,node.culled").out)
+    events = json.loads(
+        ws.relay("logs", "--json", "--event", "license.lease_expired,node.culled").out
+    )
     assert [(e["event"], e["entity"], e["pool"]) for e in events] == [
         ("node.culled", "node-1", "prod"),
         ("license.lease_expired", lic.guid, "prod"),

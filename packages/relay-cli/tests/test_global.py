@@ -77,7 +77,9 @@ def test_completion_scripts(cli: Cli, shell: str) -> None:
         (("ls", "junk"), "error: unexpected argument(s): junk"),
     ],
 )
-def test_usage_errors_are_one_line(args: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors_are_one_line(
+    args: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Usage errors print one `error:` line on stderr, nothing on stdout, exit 1."""
     code = run(args)
     captured = capsys.readouterr()
@@ -90,13 +92,24 @@ def test_usage_errors_are_one_line(args: tuple[str, ...], message: str, capsys: 
 def test_bad_pragma_is_rejected_before_opening(cli: Cli) -> None:
     """`--pragma bad` gives the reference's message and never opens the database."""
     result = cli("--pragma", "bad", "ls")
-    assert (result.code, result.err) == (1, "error: invalid pragma format: bad (expected key=value)\n")
+    assert (result.code, result.err) == (
+        1,
+        "error: invalid pragma format: bad (expected key=value)\n",
+    )
     assert cli.opened == []
 
 
 def test_pragmas_and_database_reach_the_store(cli: Cli) -> None:
     """Repeated and comma-separated pragmas and --database are passed to the storage backend."""
-    cli("--database", "x.sqlite", "--pragma", "mmap_size=1,cache_size=-2000", "ls", "--pragma", "a=b=c")
+    cli(
+        "--database",
+        "x.sqlite",
+        "--pragma",
+        "mmap_size=1,cache_size=-2000",
+        "ls",
+        "--pragma",
+        "a=b=c",
+    )
     assert cli.opened == [("x.sqlite", {"mmap_size": "1", "cache_size": "-2000", "a": "b=c"})]
 
 
@@ -109,11 +122,16 @@ def test_database_from_env_and_default(cli: Cli) -> None:
 
 
 @pytest.mark.parametrize(("flag", "env"), [(("--no-audit",), {}), ((), {"RELAY_NO_AUDIT": "t"})])
-def test_no_audit_writes_no_audit_rows(cli: Cli, flag: tuple[str, ...], env: dict[str, str]) -> None:
+def test_no_audit_writes_no_audit_rows(
+    cli: Cli, flag: tuple[str, ...], env: dict[str, str]
+) -> None:
     """--no-audit or RELAY_NO_AUDIT=t: adding a license leaves the audit log empty."""
     cli.env.update(env)
     path, key = cli.license("a")
-    assert cli(*flag, "add", "--file", path, "--key", key, "--public-key", cli.writer.public_key).code == 0
+    assert (
+        cli(*flag, "add", "--file", path, "--key", key, "--public-key", cli.writer.public_key).code
+        == 0
+    )
     assert cli.guids() != []
     assert cli.relay.audit_log() == []
 

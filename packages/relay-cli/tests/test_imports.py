@@ -35,7 +35,8 @@ def loaded_modules(*args: str) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "args", [("--help",), ("add", "--help"), ("help", "serve"), ("completion", "bash"), ("-v", "version")]
+    "args",
+    [("--help",), ("add", "--help"), ("help", "serve"), ("completion", "bash"), ("-v", "version")],
 )
 def test_help_and_completion_do_not_import_http_crypto_or_storage(args: tuple[str, ...]) -> None:
     """`relay --help` and friends load neither falcon, waitress, cryptography nor a store."""

@@ -16,8 +16,19 @@ from .conftest import LICENSE_1_GUID, LICENSE_1_KEY, LICENSE_2_GUID, LICENSE_2_K
 def test_add_prints_one_line_per_license_and_stores_them(cli: Cli) -> None:
     """Repeated and comma-separated --file/--key pairs are all stored, in order."""
     (a, ka), (b, kb), (c, kc) = cli.license("a"), cli.license("b"), cli.license("c")
-    result = cli("add", "--file", f"{a},{b}", "--file", c, "--key", f"{ka},{kb}", "--key", kc,
-                 "--public-key", cli.writer.public_key)
+    result = cli(
+        "add",
+        "--file",
+        f"{a},{b}",
+        "--file",
+        c,
+        "--key",
+        f"{ka},{kb}",
+        "--key",
+        kc,
+        "--public-key",
+        cli.writer.public_key,
+    )
     guids = cli.guids()
     assert result.code == 0
     assert result.err == ""
@@ -25,10 +36,19 @@ def test_add_prints_one_line_per_license_and_stores_them(cli: Cli) -> None:
     assert len(guids) == 3
 
 
-def test_add_real_keygen_files_before_they_expire(cli: Cli, fixtures: Path, keygen_public_key: str) -> None:
+def test_add_real_keygen_files_before_they_expire(
+    cli: Cli, fixtures: Path, keygen_public_key: str
+) -> None:
     """The real Keygen files verify and decrypt under a clock set before their expiry."""
-    result = cli("add", "--file", f"{fixtures / 'license_1.lic'},{fixtures / 'license_2.lic'}",
-                 "--key", f"{LICENSE_1_KEY},{LICENSE_2_KEY}", "--public-key", keygen_public_key)
+    result = cli(
+        "add",
+        "--file",
+        f"{fixtures / 'license_1.lic'},{fixtures / 'license_2.lic'}",
+        "--key",
+        f"{LICENSE_1_KEY},{LICENSE_2_KEY}",
+        "--public-key",
+        keygen_public_key,
+    )
     assert result.code == 0
     assert cli.guids() == [LICENSE_1_GUID, LICENSE_2_GUID]
 
@@ -38,8 +58,15 @@ def test_add_real_keygen_files_after_expiry_is_rejected(
 ) -> None:
     """After 2026-01-04 the real files are expired: one error line, exit 1, nothing stored."""
     cli.clock.set("2026-02-01T00:00:00Z")
-    result = cli("add", "--file", str(fixtures / "license_1.lic"), "--key", LICENSE_1_KEY,
-                 "--public-key", keygen_public_key)
+    result = cli(
+        "add",
+        "--file",
+        str(fixtures / "license_1.lic"),
+        "--key",
+        LICENSE_1_KEY,
+        "--public-key",
+        keygen_public_key,
+    )
     assert result.code == 1
     assert result.out == ""
     assert result.err.startswith("error: license decryption failed: license file is expired")
@@ -52,8 +79,15 @@ def test_add_is_all_or_nothing_and_reports_every_failure(cli: Cli) -> None:
     (good, kg), (bad, _) = cli.license("good"), cli.license("bad")
     Path(bad).write_bytes(tamper(Path(bad).read_bytes()))
     missing = str(cli.tmp / "missing.lic")
-    result = cli("add", "--file", f"{good},{bad},{missing}", "--key", f"{kg},KEY-BAD,x",
-                 "--public-key", cli.writer.public_key)
+    result = cli(
+        "add",
+        "--file",
+        f"{good},{bad},{missing}",
+        "--key",
+        f"{kg},KEY-BAD,x",
+        "--public-key",
+        cli.writer.public_key,
+    )
     lines = result.err.splitlines()
     assert result.code == 1
     assert result.out == ""
@@ -76,7 +110,9 @@ def test_add_duplicate_is_rejected(cli: Cli) -> None:
 def test_add_mismatched_counts_fails_before_opening_the_database(cli: Cli) -> None:
     """Two files and one key: the reference's message, exit 1, the store never opened."""
     (a, ka), (b, _) = cli.license("a"), cli.license("b")
-    result = cli("add", "--file", a, "--file", b, "--key", ka, "--public-key", cli.writer.public_key)
+    result = cli(
+        "add", "--file", a, "--file", b, "--key", ka, "--public-key", cli.writer.public_key
+    )
     assert (result.code, result.err) == (1, "error: number of key and file flags must match\n")
     assert cli.opened == []
 
@@ -101,8 +137,12 @@ def test_relay_public_key_satisfies_the_flag(cli: Cli) -> None:
 def test_add_to_a_pool_from_flag_or_env(cli: Cli) -> None:
     """--pool, or RELAY_POOL when the flag is absent, creates and fills the pool."""
     (a, ka), (b, kb) = cli.license("a"), cli.license("b")
-    assert cli("add", "--file", a, "--key", ka, "--public-key", cli.writer.public_key,
-               "--pool", "prod").code == 0
+    assert (
+        cli(
+            "add", "--file", a, "--key", ka, "--public-key", cli.writer.public_key, "--pool", "prod"
+        ).code
+        == 0
+    )
     cli.env["RELAY_POOL"] = "dev"
     assert cli("add", "--file", b, "--key", kb, "--public-key", cli.writer.public_key).code == 0
     assert [p.name for p in cli.relay.list_pools()] == ["prod", "dev"]
@@ -189,8 +229,15 @@ def test_ls_unknown_pool(cli: Cli) -> None:
 
 def test_ls_plain_first_spec_example(cli: Cli, fixtures: Path, keygen_public_key: str) -> None:
     """Spec §1.8 example 1, byte for byte, followed by our file_expires_at column."""
-    cli("add", "--file", str(fixtures / "license_1.lic"), "--key", LICENSE_1_KEY,
-        "--public-key", keygen_public_key)
+    cli(
+        "add",
+        "--file",
+        str(fixtures / "license_1.lic"),
+        "--key",
+        LICENSE_1_KEY,
+        "--public-key",
+        keygen_public_key,
+    )
     result = cli("ls", "--plain")
     assert result.out == (
         "| id                                   | pool | claims | node_id | last_claimed_at | last_released_at | file_expires_at      |\n"
@@ -208,7 +255,9 @@ def test_ls_plain_second_spec_example(cli: Cli) -> None:
         nodes = [tx.activate_node(f"fp-{i}", 1) for i in (1, 2, 3)]
         for claim in range(12):
             when = 1764953352 if claim == 11 else 100 + claim
-            leased = tx.lease_free_license(prod.id, nodes[2].id, Strategy.FIFO, when, random.Random(0))
+            leased = tx.lease_free_license(
+                prod.id, nodes[2].id, Strategy.FIFO, when, random.Random(0)
+            )
             assert leased is not None
             if claim < 11:
                 tx.release_license(leased.id, when)

@@ -14,7 +14,9 @@ from .conftest import Cli
 def _story(cli: Cli) -> str:
     """Add a pooled license, claim, extend, release, claim again and let it be culled."""
     path, key = cli.license("a")
-    cli("add", "--file", path, "--key", key, "--public-key", cli.writer.public_key, "--pool", "prod")
+    cli(
+        "add", "--file", path, "--key", key, "--public-key", cli.writer.public_key, "--pool", "prod"
+    )
     relay = cli.relay
     relay.claim("node-a", pool="prod")
     cli.clock.advance(10)

@@ -9,7 +9,17 @@ from relay_cli.server import ServeOptions, resolve_options
 from .conftest import Cli
 
 NO_FLAGS: dict[str, None] = dict.fromkeys(
-    ("bind", "port", "signing_secret", "ttl", "no_heartbeats", "strategy", "cull_interval", "pool", "threads")
+    (
+        "bind",
+        "port",
+        "signing_secret",
+        "ttl",
+        "no_heartbeats",
+        "strategy",
+        "cull_interval",
+        "pool",
+        "threads",
+    )
 )
 
 
@@ -45,7 +55,9 @@ def test_environment_fills_in_absent_flags() -> None:
         "RELAY_POOL": "prod",
         "RELAY_THREADS": "4",
     }
-    assert options(env) == ServeOptions("127.0.0.2", 7000, "hunter2", 120.0, False, "rand", 0.5, "prod", 4)
+    assert options(env) == ServeOptions(
+        "127.0.0.2", 7000, "hunter2", 120.0, False, "rand", 0.5, "prod", 4
+    )
 
 
 def test_flags_win_over_the_environment() -> None:
@@ -72,13 +84,33 @@ def test_bracketed_ipv6_bind() -> None:
 @pytest.mark.parametrize(
     ("flags", "env", "message"),
     [
-        ({"ttl": "5"}, {}, 'invalid argument "5" for "-t, --ttl" flag: time: missing unit in duration "5"'),
+        (
+            {"ttl": "5"},
+            {},
+            'invalid argument "5" for "-t, --ttl" flag: time: missing unit in duration "5"',
+        ),
         ({"ttl": "29s"}, {}, "time-to-live value must be at least 30s"),
         ({}, {"RELAY_LEASE_TTL": "10s"}, "time-to-live value must be at least 30s"),
-        ({"strategy": "x"}, {}, 'invalid argument "x" for "--strategy" flag: must be one of "lifo", "fifo", or "rand"'),
-        ({}, {"RELAY_STRATEGY": "FIFO"}, 'invalid RELAY_STRATEGY "FIFO": must be one of "lifo", "fifo", or "rand"'),
-        ({"cull_interval": "0s"}, {}, 'invalid argument "0s" for "--cull-interval" flag: must be positive'),
-        ({"cull_interval": "-1s"}, {}, 'invalid argument "-1s" for "--cull-interval" flag: must be positive'),
+        (
+            {"strategy": "x"},
+            {},
+            'invalid argument "x" for "--strategy" flag: must be one of "lifo", "fifo", or "rand"',
+        ),
+        (
+            {},
+            {"RELAY_STRATEGY": "FIFO"},
+            'invalid RELAY_STRATEGY "FIFO": must be one of "lifo", "fifo", or "rand"',
+        ),
+        (
+            {"cull_interval": "0s"},
+            {},
+            'invalid argument "0s" for "--cull-interval" flag: must be positive',
+        ),
+        (
+            {"cull_interval": "-1s"},
+            {},
+            'invalid argument "-1s" for "--cull-interval" flag: must be positive',
+        ),
         ({}, {"RELAY_CULL_INTERVAL": "-5s"}, 'invalid RELAY_CULL_INTERVAL "-5s": must be positive'),
         ({"port": 70000}, {}, 'invalid argument "70000" for "-p, --port" flag: must be 0-65535'),
         ({"threads": 0}, {}, 'invalid argument "0" for "--threads" flag: must be at least 1'),
@@ -94,7 +126,11 @@ def test_invalid_values(flags: dict[str, object], env: dict[str, str], message: 
 def test_serve_rejects_bad_flags_before_opening_the_database(cli: Cli) -> None:
     """`serve --ttl 10s` prints one line, exits 1, and never opens the store."""
     result = cli("serve", "--ttl", "10s")
-    assert (result.code, result.out, result.err) == (1, "", "error: time-to-live value must be at least 30s\n")
+    assert (result.code, result.out, result.err) == (
+        1,
+        "",
+        "error: time-to-live value must be at least 30s\n",
+    )
     assert cli.opened == []
 
 

@@ -79,7 +79,10 @@ def test_parse_duration_errors(text: str, message: str) -> None:
     assert str(caught.value) == message
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(60, "1m0s"), (15, "15s"), (3600, "1h0m0s"), (0.5, "500ms"), (90.5, "1m30.5s")])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(60, "1m0s"), (15, "15s"), (3600, "1h0m0s"), (0.5, "500ms"), (90.5, "1m30.5s")],
+)
 def test_format_duration(seconds: float, text: str) -> None:
     """Durations print as Go prints them."""
     assert format_duration(seconds) == text
@@ -93,7 +96,9 @@ def test_format_then_parse_round_trips(seconds: int) -> None:
 
 def test_plain_table_measures_widths_in_bytes() -> None:
     """Widths are counted in bytes, as the reference does, so a non-ASCII cell widens its column."""
-    assert render_plain(["id", "pool"], [["a", "é"]]) == "| id | pool |\n+----+------+\n| a  | é   |\n"
+    assert (
+        render_plain(["id", "pool"], [["a", "é"]]) == "| id | pool |\n+----+------+\n| a  | é   |\n"
+    )
     assert render_plain(["p"], [["ééé"]]) == "| p      |\n+--------+\n| ééé |\n"
 
 
@@ -105,8 +110,13 @@ def test_rfc3339() -> None:
 
 @pytest.mark.parametrize(
     ("database", "backend"),
-    [("./relay.sqlite", "sqlite"), ("/data/relay.sqlite", "sqlite"), ("C:\\r.sqlite", "sqlite"),
-     ("postgres://db/relay", "postgres"), ("Memory://x", "memory")],
+    [
+        ("./relay.sqlite", "sqlite"),
+        ("/data/relay.sqlite", "sqlite"),
+        ("C:\\r.sqlite", "sqlite"),
+        ("postgres://db/relay", "postgres"),
+        ("Memory://x", "memory"),
+    ],
 )
 def test_backend_is_chosen_by_scheme(database: str, backend: str) -> None:
     """`name://...` picks entry point `name`; a plain path picks sqlite."""

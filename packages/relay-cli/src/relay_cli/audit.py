@@ -68,7 +68,9 @@ def _events(values: list[str] | None) -> list[str]:
     for name in names:
         if name not in EVENT_NAMES:
             choices = ", ".join(EVENT_NAMES)
-            raise UsageError(f'invalid argument "{name}" for "--event" flag: must be one of {choices}')
+            raise UsageError(
+                f'invalid argument "{name}" for "--event" flag: must be one of {choices}'
+            )
     return names
 
 

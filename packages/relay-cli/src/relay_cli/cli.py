@@ -120,7 +120,9 @@ def create_app(
         try:
             command, bound, ignored = app.parse_args(tokens)
             settings = Settings(
-                database=database if database is not None else env_str(env, "RELAY_DATABASE") or "./relay.sqlite",
+                database=database
+                if database is not None
+                else env_str(env, "RELAY_DATABASE") or "./relay.sqlite",
                 verbosity=verbose,
                 audit=not (no_audit if no_audit is not None else env_bool(env, "RELAY_NO_AUDIT")),
                 color=out.color,
@@ -183,7 +185,9 @@ def completion_command(app: App) -> Callable[..., int]:
         shell
             bash, zsh, fish or powershell; e.g. `relay completion bash > /etc/bash_completion.d/relay`
         """
-        sys.stdout.write(app.generate_completion(prog_name="relay", shell=shell).rstrip("\n") + "\n")
+        sys.stdout.write(
+            app.generate_completion(prog_name="relay", shell=shell).rstrip("\n") + "\n"
+        )
         return 0
 
     return completion
@@ -225,7 +229,9 @@ def run(argv: Iterable[str] | None = None, *, launcher: App | None = None) -> in
         return 0
     except Exception as exc:
         log.debug("unexpected error", exc_info=True)
-        Output().error(f"unexpected {type(exc).__name__}: {_one_line(exc)} (run with -vvvv for details)")
+        Output().error(
+            f"unexpected {type(exc).__name__}: {_one_line(exc)} (run with -vvvv for details)"
+        )
         return 1
     return result if isinstance(result, int) else 0
 

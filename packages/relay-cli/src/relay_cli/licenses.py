@@ -77,7 +77,9 @@ def add(
 
     relay = runtime.relay()
     try:
-        added = relay.add_licenses(zip(files, keys, strict=True), public_key=public_key.strip(), pool=pool)
+        added = relay.add_licenses(
+            zip(files, keys, strict=True), public_key=public_key.strip(), pool=pool
+        )
     except BulkError as exc:
         for label, error in exc.errors:
             message = str(error)
@@ -129,9 +131,11 @@ def delete(
 
 
 def _rows(relay: Relay, licenses: Sequence[License]) -> list[list[str | int | None]]:
-    names = {pool.id: pool.name for pool in relay.list_pools()} if any(
-        lic.pool_id is not None for lic in licenses
-    ) else {}
+    names = (
+        {pool.id: pool.name for pool in relay.list_pools()}
+        if any(lic.pool_id is not None for lic in licenses)
+        else {}
+    )
     return [
         [
             lic.guid,

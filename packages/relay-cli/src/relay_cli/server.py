@@ -82,7 +82,9 @@ def resolve_options(
 
     if strategy is not None:
         if strategy not in STRATEGIES:
-            raise UsageError(f'invalid argument "{strategy}" for "--strategy" flag: {_STRATEGY_CHOICES}')
+            raise UsageError(
+                f'invalid argument "{strategy}" for "--strategy" flag: {_STRATEGY_CHOICES}'
+            )
     else:
         strategy = env_str(environ, "RELAY_STRATEGY") or "fifo"
         if strategy not in STRATEGIES:
@@ -98,13 +100,17 @@ def resolve_options(
     if threads < 1:
         raise UsageError(f'invalid argument "{threads}" for "--threads" flag: must be at least 1')
 
-    heartbeats = not (no_heartbeats if no_heartbeats is not None else env_bool(environ, "RELAY_NO_HEARTBEATS"))
+    heartbeats = not (
+        no_heartbeats if no_heartbeats is not None else env_bool(environ, "RELAY_NO_HEARTBEATS")
+    )
     host = bind if bind is not None else env_str(environ, "RELAY_ADDR", "BIND_ADDR") or "0.0.0.0"
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not host:
         raise UsageError('invalid argument "" for "-b, --bind" flag: an address is required')
-    secret = signing_secret if signing_secret is not None else env_str(environ, "RELAY_SIGNING_SECRET")
+    secret = (
+        signing_secret if signing_secret is not None else env_str(environ, "RELAY_SIGNING_SECRET")
+    )
     pool = pool if pool is not None else env_str(environ, "RELAY_POOL")
     return ServeOptions(
         host=host,

@@ -92,7 +92,11 @@ def render(
 ) -> None:
     """Print the rows; JSON prints `records` (or one object per row keyed by the headers)."""
     if layout is Layout.JSON:
-        data = records if records is not None else [dict(zip(headers, row, strict=True)) for row in rows]
+        data = (
+            records
+            if records is not None
+            else [dict(zip(headers, row, strict=True)) for row in rows]
+        )
         out.plain(json.dumps(list(data), indent=2))
     elif layout is Layout.PLAIN:
         out.stdout.write(render_plain(headers, rows))
