@@ -403,17 +403,17 @@ def test_unwritable_database_path(ws: Workspace) -> None:
     assert not target.exists()
 
 
-def test_read_only_database_file(ws: Workspace) -> None:
-    """A database file the user cannot write: `add` fails with one line and changes nothing."""
-    import os
-
-    if os.geteuid() == 0:
-        pytest.skip("root can write read-only files")
-    ws.add(ws.license("a"))
-    before = ws.snapshot()
-    ws.db.chmod(0o444)
-    lic = ws.license("b")
-    run = ws.relay("add", "--file", "b.lic", "--key", lic.key, "--public-key", ws.public_key)
-    assert run.code == 1
+@pytest.mark.parametrize("kind", ["directory", "not a database"])
+def test_database_path_that_is_not_a_database(ws: Workspace, kind: str) -> None:
+    """--database naming a directory or a non-SQLite file: one line, exit 1, the path untouched."""
+    target = ws.root / "target"
+    if kind == "directory":
+        target.mkdir()
+    else:
+        target.write_bytes(b"these are not the bytes of a database\n" * 100)
+    before = target.read_bytes() if target.is_file() else None
+    run = ws.relay("--database", str(target), "ls")
+    assert (run.code, run.out) == (1, "")
     assert len(run.err_lines) == 1, run.err
-    assert ws.snapshot() == before
+    assert run.err.startswith("error: ")
+    assert (target.read_bytes() if target.is_file() else None) == before
