@@ -27,6 +27,9 @@ __all__ = ["SqliteStore", "open_store"]
 
 _NO_PRAGMAS: Mapping[str, str] = {}
 
+CHECKPOINT_AFTER_CHANGES = 500
+"""Rows changed between the store's own passive checkpoints (about 1,000 WAL pages)."""
+
 
 class SqliteStore:
     """A `relay_core.ports.Store` on the SQLite file at `path`, schema-compatible with Keygen Relay.
@@ -47,8 +50,13 @@ class SqliteStore:
         self._checkpointer: sqlite3.Connection | None = None
         self._checkpoint_lock = threading.Lock()
         self._conn: sqlite3.Connection | None = connect(self.path, self.pragmas)
+        self._changes_at_checkpoint = 0
         try:
             migrate(self._conn, self.path)
+            if "wal_autocheckpoint" not in self.pragmas:
+                # Checkpoints run after the lock is released (see `_after_commit`), so no
+                # thread waits on the lock while another's commit copies the WAL and fsyncs.
+                self._conn.execute("PRAGMA wal_autocheckpoint = 0").fetchall()
         except sqlite3.Error as exc:
             self._conn.close()
             raise self._translate(exc) from exc
@@ -86,8 +94,29 @@ class SqliteStore:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise self._translate(exc) from exc
+                changes = conn.total_changes
             finally:
                 self._owner = None
+        self._after_commit(changes)
+
+    def _after_commit(self, changes: int) -> None:
+        """Checkpoint once about 1,000 pages may have piled up, as SQLite's own default would.
+
+        Rows changed stand in for pages written (a claim changes ~5 rows and dirties ~10
+        pages). It runs outside the store's lock, and is skipped if another thread is already
+        checkpointing.
+        """
+        if changes - self._changes_at_checkpoint < CHECKPOINT_AFTER_CHANGES:
+            return
+        if not self._checkpoint_lock.acquire(blocking=False):
+            return
+        try:
+            self._changes_at_checkpoint = changes
+            self._checkpoint()
+        except StorageError:
+            pass  # a failed checkpoint is retried after the next commits; the data is safe
+        finally:
+            self._checkpoint_lock.release()
 
     def checkpoint(self) -> tuple[int, int]:
         """Copy committed WAL pages into the database without blocking anyone (PASSIVE).
@@ -98,14 +127,17 @@ class SqliteStore:
         (0, 0) when the journal is not WAL or the store is closed.
         """
         with self._checkpoint_lock:
-            if self._conn is None:
-                return 0, 0
-            try:
-                if self._checkpointer is None:
-                    self._checkpointer = connect(self.path, self.pragmas)
-                row = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error as exc:
-                raise self._translate(exc) from exc
+            return self._checkpoint()
+
+    def _checkpoint(self) -> tuple[int, int]:
+        if self._conn is None:
+            return 0, 0
+        try:
+            if self._checkpointer is None:
+                self._checkpointer = connect(self.path, self.pragmas)
+            row = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
         _, frames, done = row
         return max(frames, 0), max(done, 0)
 
