@@ -8,6 +8,8 @@ from pathlib import Path
 import attrs
 import pytest
 from relay_cli.cli import create_app
+from relay_cli.locking import LockConfig
+from relay_cli.machine import Machine
 from relay_core import Relay
 from relay_core.testing import FrozenClock, LicenseWriter, MemoryStore
 
@@ -39,13 +41,21 @@ class Cli:
     env: dict[str, str] = attrs.Factory(dict)
     writer: LicenseWriter = attrs.Factory(LicenseWriter.ed25519)
     opened: list[tuple[str, dict[str, str]]] = attrs.Factory(list)
+    lock: LockConfig | None = None
+    machine: Machine | None = None
 
     def _open(self, database: str, *, pragmas: Mapping[str, str]) -> MemoryStore:
         self.opened.append((database, dict(pragmas)))
         return self.store
 
     def __call__(self, *args: str) -> Result:
-        app = create_app(open_store=self._open, clock=self.clock, environ=self.env)
+        app = create_app(
+            open_store=self._open,
+            clock=self.clock,
+            environ=self.env,
+            lock=self.lock,
+            machine=self.machine,
+        )
         self.capsys.readouterr()
         code = app(list(args), result_action="return_value")
         captured = self.capsys.readouterr()

@@ -2,7 +2,8 @@
 
 `relay version` and `relay --version` are answered before cyclopts (or anything else) is
 imported: they are what scripts and health checks call most, and they must start about as fast
-as a bare Python. Everything else goes through the cyclopts app in `relay_cli.cli`.
+as a bare Python. The node lock is looked up with `relay_cli.lockfind` (standard library only)
+for the `+node-locked` suffix. Everything else goes through the cyclopts app in `relay_cli.cli`.
 """
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `relay` command; exits with the command's status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args == ["version"]:
-        sys.stdout.write(__version__ + "\n")
-        raise SystemExit(0)
-    if args == ["--version"]:
-        sys.stdout.write(f"relay version {__version__}\n")
+    if args in (["version"], ["--version"]):
+        from .lockfind import LockLoadError, find_lock, version_string
+
+        try:
+            lock = find_lock()
+        except LockLoadError as exc:
+            sys.stderr.write(f"error: failed to unlock relay: {exc}\n")
+            raise SystemExit(1) from None
+        text = version_string(__version__, None if lock is None else lock.fingerprint)
+        sys.stdout.write(text + "\n" if args == ["version"] else f"relay version {text}\n")
         raise SystemExit(0)
 
     from .cli import run

@@ -4,22 +4,31 @@ The launcher parses the global flags, picks the store through the ``relay.storag
 and injects a `Runtime` (settings, printers, clock, lazily opened store and `Relay`) into the
 command, whose thin function only validates its own flags, calls the service and prints. Every
 failure becomes one ``error: <message>`` line on stderr and exit status 1.
+
+Node-locked (a ``relay.lock`` entry point is installed): the ``--node-locked-*`` global flags
+exist, locked values remove their flags, and every command that gets a `Runtime` is unlocked
+first (spec §6.2), before anything can open the database.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Annotated, Literal
+import typing
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from cyclopts import App, CycloptsError, Parameter, UnusedCliTokensError
 
 from . import __version__
 from .audit import logs
 from .licenses import add, delete, ls, stat
+from .lockfind import LockLoadError, find_lock, version_string
+from .locking import LockConfig, LockConfigError, UnlockError, unlock
 from .logsetup import configure_logging
+from .nodelock import fingerprint_command, lock_app
 from .output import Output, color_wanted
 from .runtime import Runtime, Settings, UsageError, parse_pragmas
 from .server import serve
@@ -28,9 +37,10 @@ from .values import env_bool, env_str
 if TYPE_CHECKING:
     from relay_core.ports import Clock
 
+    from .machine import Machine
     from .storage import StoreOpener
 
-__all__ = ["app", "create_app", "run"]
+__all__ = ["create_app", "installed_lock", "run", "without_flags"]
 
 log = logging.getLogger("relay.cli")
 
@@ -56,37 +66,87 @@ def _is_terminal(stream: object) -> bool:
         return False
 
 
+def without_flags(command: Callable[..., Any], names: Collection[str]) -> Callable[..., Any]:
+    """`command` with the parameters `names` removed from the command line (unknown flags, not
+    in help); the function then gets their defaults. Used for the values a node lock pins."""
+    if not names:
+        return command
+    hints = typing.get_type_hints(command, include_extras=True)
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return command(*args, **kwargs)
+
+    wrapper.__annotations__ = {
+        name: Annotated[hint, Parameter(parse=False)] if name in names else hint
+        for name, hint in hints.items()
+    }
+    return wrapper
+
+
+def installed_lock() -> LockConfig | None:
+    """The node lock installed in this environment, validated; raise `UnlockError` if unusable."""
+    try:
+        found = find_lock()
+    except LockLoadError as exc:
+        raise UnlockError(str(exc)) from None
+    if found is None:
+        return None
+    try:
+        return LockConfig.from_values(found.values)
+    except LockConfigError as exc:
+        raise UnlockError(f"node lock {found.distribution} is invalid: {exc}") from None
+
+
 def create_app(
     *,
     open_store: StoreOpener | None = None,
     clock: Clock | None = None,
     environ: Mapping[str, str] | None = None,
+    lock: LockConfig | None = None,
+    machine: Machine | None = None,
 ) -> App:
     """Build the `relay` command line; returns the launcher (meta app) to call with argv.
 
-    `open_store`, `clock` and `environ` default to the ``relay.storage`` entry points, the
-    system clock and `os.environ`; tests pass fakes here instead of patching anything.
+    `open_store`, `clock`, `environ` and `machine` default to the ``relay.storage`` entry points,
+    the system clock, `os.environ` and this machine; tests pass fakes here instead of patching
+    anything. `lock` (see `installed_lock`) puts the app in node-locked mode.
     """
+    full_version = version_string(__version__, None if lock is None else lock.fingerprint)
+
+    def this_machine() -> Machine:
+        if machine is not None:
+            return machine
+        from .machine import LocalMachine
+
+        return LocalMachine()
+
     app = App(
         name="relay",
-        help=HELP.format(version=__version__),
-        version=f"relay version {__version__}",
+        help=HELP.format(version=full_version),
+        version=f"relay version {full_version}",
         version_format="plaintext",
         exit_on_error=False,
         print_error=False,
         help_on_error=False,
     )
-    app.command(add)
+    app.command(without_flags(add, {"public_key"} if lock else ()))
     app.command(completion_command(app), name="completion")
     app.command(delete, name="del")
+    app.command(fingerprint_command(this_machine), name="fingerprint")
     app.command(help_command(app), name="help")
+    app.command(lock_app())
     app.command(logs)
     app.command(ls)
-    app.command(serve)
+    pinned = {
+        "bind": lock is not None and lock.addr is not None,
+        "port": lock is not None and lock.port is not None,
+        "signing_secret": lock is not None and lock.signing_secret is not None,
+    }
+    app.command(without_flags(serve, {name for name, is_pinned in pinned.items() if is_pinned}))
     app.command(stat)
-    app.command(version)
+    app.command(version_command(full_version), name="version")
 
-    @app.meta.default
     def launcher(
         *tokens: Annotated[str, Parameter(show=False, allow_leading_hyphen=True)],
         database: str | None = None,
@@ -96,6 +156,8 @@ def create_app(
         no_audit: Annotated[bool | None, Parameter(negative="")] = None,
         no_color: Annotated[bool, Parameter(negative="", show_default=False)] = False,
         pragma: Annotated[list[str] | None, Parameter(negative="")] = None,
+        node_locked_machine_file_path: str | None = None,
+        node_locked_license_key: str | None = None,
     ) -> int:
         """Global flags, shared by every command.
 
@@ -112,6 +174,11 @@ def create_app(
             disable colors in command output and logs
         pragma
             database pragma key-value pairs (e.g. --pragma mmap_size=536870912 --pragma synchronous=OFF)
+        node_locked_machine_file_path
+            path to the machine file that unlocks this node-locked relay
+            [$RELAY_NODE_LOCKED_MACHINE_FILE_PATH=./relay.lic]
+        node_locked_license_key
+            license key that decrypts the machine file [$RELAY_NODE_LOCKED_LICENSE_KEY]
         """
         env = os.environ if environ is None else environ
         out = Output(color=color_wanted(env, no_color=no_color))
@@ -119,6 +186,40 @@ def create_app(
         configure_logging(verbose, env, color=log_color)
         try:
             command, bound, ignored = app.parse_args(tokens)
+        except (CycloptsError, UsageError) as exc:
+            out.error(_one_line(exc))
+            return 1
+
+        needs_runtime = "runtime" in ignored  # help, version, completion, fingerprint: no unlock
+        if needs_runtime:
+            from relay_core.service import SystemClock
+
+            now_clock = clock or SystemClock()
+        if lock is not None and needs_runtime:
+            machine_file_path = (
+                node_locked_machine_file_path
+                if node_locked_machine_file_path is not None
+                else env_str(env, "RELAY_NODE_LOCKED_MACHINE_FILE_PATH") or "./relay.lic"
+            )
+            license_key = (
+                node_locked_license_key
+                if node_locked_license_key is not None
+                else env_str(env, "RELAY_NODE_LOCKED_LICENSE_KEY") or ""
+            )
+            try:
+                unlock(
+                    lock,
+                    machine_file_path=machine_file_path,
+                    license_key=license_key,
+                    machine=this_machine(),
+                    now=now_clock.now(),
+                )
+            except UnlockError as exc:
+                log.debug("failed to unlock relay")  # the error line below says it once
+                out.error(f"failed to unlock relay: {exc}")
+                return 1
+
+        try:
             settings = Settings(
                 database=database
                 if database is not None
@@ -132,7 +233,7 @@ def create_app(
             out.error(_one_line(exc))
             return 1
 
-        if "runtime" not in ignored:  # help, version, completion: nothing to open
+        if not needs_runtime:  # nothing to open
             try:
                 result = command(*bound.args, **bound.kwargs)
             except UsageError as exc:
@@ -141,12 +242,11 @@ def create_app(
             return result if isinstance(result, int) else 0
 
         from relay_core import BulkError, RelayError
-        from relay_core.service import SystemClock
 
         from .storage import open_store as entry_point_opener
 
         runtime = Runtime(
-            settings, env, clock or SystemClock(), open_store or entry_point_opener, out
+            settings, env, now_clock, open_store or entry_point_opener, out, lock=lock
         )
         status = 1
         try:
@@ -167,13 +267,18 @@ def create_app(
                 status = 1
         return status
 
+    locked_globals = () if lock else ("node_locked_machine_file_path", "node_locked_license_key")
+    app.meta.default(without_flags(launcher, locked_globals))
     return app.meta
 
 
-def version() -> int:
-    """print the current relay version"""
-    sys.stdout.write(__version__ + "\n")
-    return 0
+def version_command(text: str) -> Callable[[], int]:
+    def version() -> int:
+        """print the current relay version"""
+        sys.stdout.write(text + "\n")
+        return 0
+
+    return version
 
 
 def completion_command(app: App) -> Callable[..., int]:
@@ -211,10 +316,18 @@ def help_command(app: App) -> Callable[..., int]:
 
 
 def run(argv: Iterable[str] | None = None, *, launcher: App | None = None) -> int:
-    """Run the command line and return the exit status; never lets a traceback reach the user."""
+    """Run the command line and return the exit status; never lets a traceback reach the user.
+
+    Without `launcher`, builds the app for this environment: node-locked when a lock is installed.
+    """
     tokens = list(sys.argv[1:] if argv is None else argv)
-    launcher = app if launcher is None else launcher
     try:
+        if launcher is None:
+            try:
+                launcher = create_app(lock=installed_lock())
+            except UnlockError as exc:
+                Output().error(f"failed to unlock relay: {exc}")
+                return 1
         result = launcher(tokens, result_action="return_value")
         sys.stdout.flush()
     except (CycloptsError, UsageError) as exc:
@@ -234,6 +347,3 @@ def run(argv: Iterable[str] | None = None, *, launcher: App | None = None) -> in
         )
         return 1
     return result if isinstance(result, int) else 0
-
-
-app = create_app()

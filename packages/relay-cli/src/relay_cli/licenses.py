@@ -63,7 +63,10 @@ def add(
         pool to add the license to [$RELAY_POOL=prod]
     """
     env = runtime.environ
-    public_key = public_key if public_key is not None else env_str(env, "RELAY_PUBLIC_KEY")
+    if runtime.lock is not None:  # node-locked: the flag is removed, the locked key is used
+        public_key = runtime.lock.public_key
+    elif public_key is None:
+        public_key = env_str(env, "RELAY_PUBLIC_KEY")
     require(file=file, key=key, public_key=public_key)
     assert public_key is not None
     files, keys = split_csv(file or []), split_csv(key or [])

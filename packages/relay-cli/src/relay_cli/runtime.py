@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from relay_core import Relay, Strategy
     from relay_core.ports import Clock, Store
 
+    from .locking import LockConfig
     from .storage import StoreOpener
 
 __all__ = ["Runtime", "Settings", "UsageError", "parse_pragmas"]
@@ -61,6 +62,8 @@ class Runtime:
     clock: Clock
     open_store: StoreOpener
     out: Output = attrs.field(factory=Output)
+    lock: LockConfig | None = None
+    """The node lock that was checked before the command ran; None when not node-locked."""
     _store: Store | None = attrs.field(default=None, init=False)
 
     @property

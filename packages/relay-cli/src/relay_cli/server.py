@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import attrs
 from cyclopts import Parameter
@@ -15,6 +15,9 @@ from cyclopts import Parameter
 from .durations import DurationError, format_duration, parse_duration
 from .runtime import Runtime, UsageError
 from .values import env_bool, env_duration, env_int, env_str
+
+if TYPE_CHECKING:
+    from .locking import LockConfig
 
 __all__ = ["ServeOptions", "serve"]
 
@@ -61,8 +64,13 @@ def resolve_options(
     cull_interval: str | None,
     pool: str | None,
     threads: int | None,
+    lock: LockConfig | None = None,
 ) -> ServeOptions:
-    """Combine flags (first), environment (first non-zero) and defaults; raise `UsageError`."""
+    """Combine flags (first), environment (first non-zero) and defaults; raise `UsageError`.
+
+    A node lock's address, port and signing secret win over everything: their flags are removed
+    in locked mode and their environment variables are not read.
+    """
     ttl_s = _duration_flag(ttl, "-t, --ttl")
     if ttl_s is None:
         ttl_s = env_duration(environ, "RELAY_LEASE_TTL") or 60.0
@@ -90,7 +98,9 @@ def resolve_options(
         if strategy not in STRATEGIES:
             raise UsageError(f'invalid RELAY_STRATEGY "{strategy}": {_STRATEGY_CHOICES}')
 
-    if port is None:
+    if lock is not None and lock.port is not None:
+        port = lock.port
+    elif port is None:
         port = env_int(environ, "RELAY_PORT", "PORT") or 6349
     if not 0 <= port <= 65535:
         raise UsageError(f'invalid argument "{port}" for "-p, --port" flag: must be 0-65535')
@@ -103,14 +113,22 @@ def resolve_options(
     heartbeats = not (
         no_heartbeats if no_heartbeats is not None else env_bool(environ, "RELAY_NO_HEARTBEATS")
     )
-    host = bind if bind is not None else env_str(environ, "RELAY_ADDR", "BIND_ADDR") or "0.0.0.0"
+    if lock is not None and lock.addr is not None:
+        host = lock.addr
+    elif bind is not None:
+        host = bind
+    else:
+        host = env_str(environ, "RELAY_ADDR", "BIND_ADDR") or "0.0.0.0"
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not host:
         raise UsageError('invalid argument "" for "-b, --bind" flag: an address is required')
-    secret = (
-        signing_secret if signing_secret is not None else env_str(environ, "RELAY_SIGNING_SECRET")
-    )
+    if lock is not None and lock.signing_secret is not None:
+        secret: str | None = lock.signing_secret
+    elif signing_secret is not None:
+        secret = signing_secret
+    else:
+        secret = env_str(environ, "RELAY_SIGNING_SECRET")
     pool = pool if pool is not None else env_str(environ, "RELAY_POOL")
     return ServeOptions(
         host=host,
@@ -174,6 +192,7 @@ def serve(
         cull_interval=cull_interval,
         pool=pool,
         threads=threads,
+        lock=runtime.lock,
     )
     relay = runtime.relay(strategy=options.strategy, ttl=options.ttl, heartbeats=options.heartbeats)
 
