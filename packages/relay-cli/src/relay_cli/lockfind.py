@@ -4,16 +4,18 @@ Every `relay` start needs to know whether it is node-locked, `relay version` inc
 `importlib.metadata` alone costs several times a bare Python start-up (docs/performance.md). So
 this module reads the ``entry_points.txt`` of each ``*.dist-info``/``*.egg-info`` directory on
 `sys.path` itself, first distribution of a name winning as in importlib.metadata, and imports
-only the module the entry point names. Standard library only (os, sys, importlib).
+only the module the entry point names. Standard library only (os, sys), not even `re` or
+`importlib`, whose imports alone would cost about half a bare start-up.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+
+# What collections.abc re-exports, without importing `collections` (~1.5 ms): `os` has already
+# loaded this module at interpreter start.
+from _collections_abc import Iterable, Iterator, Mapping
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -25,7 +27,7 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "relay.lock"
-_METADATA_DIR = re.compile(r"^(?P<name>[^-]+)(?:-[^/]*)?\.(?:dist|egg)-info$", re.IGNORECASE)
+_METADATA_SUFFIXES = (".dist-info", ".egg-info")
 
 
 class LockLoadError(Exception):
@@ -48,8 +50,18 @@ class FoundLock:
         return value if isinstance(value, str) else ""
 
 
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower()
+def _distribution(dirname: str) -> str | None:
+    """``Relay.Lock-1.0.dist-info`` -> ``relay_lock`` (PEP 503 normalised); None if not metadata."""
+    lowered = dirname.lower()
+    suffix = next((s for s in _METADATA_SUFFIXES if lowered.endswith(s)), None)
+    if suffix is None:
+        return None
+    name = lowered[: -len(suffix)].partition("-")[0]
+    for separator in "-.":
+        name = name.replace(separator, "_")
+    while "__" in name:
+        name = name.replace("__", "_")
+    return name or None
 
 
 def _section_entries(text: str, group: str) -> Iterator[tuple[str, str]]:
@@ -81,11 +93,8 @@ def lock_entry_points(
         except OSError:
             continue
         for dirname in names:
-            match = _METADATA_DIR.match(dirname)
-            if match is None:
-                continue
-            dist = _normalise(match.group("name"))
-            if dist in seen:
+            dist = _distribution(dirname)
+            if dist is None or dist in seen:
                 continue
             seen.add(dist)
             try:
@@ -108,10 +117,11 @@ def find_lock(paths: Iterable[str] | None = None) -> FoundLock | None:
     dist, _, target = points[0]
     module_name, _, attribute = target.partition(":")
     try:
-        value: object = importlib.import_module(module_name.strip())
+        __import__(module_name.strip())
+        value: object = sys.modules[module_name.strip()]
         for part in filter(None, attribute.strip().split(".")):
             value = getattr(value, part)
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, KeyError) as exc:
         raise LockLoadError(f"node lock {dist} cannot be loaded from {target}: {exc}") from None
     if not isinstance(value, Mapping):
         raise LockLoadError(f"node lock {dist} is invalid: {target} is not a mapping of constants")
