@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import relay_cli
+from relay_cli.wheel import write_wheel
 from relay_core.errors import SignatureError
 from relay_core.signing import verify
 from relay_core.testing import tamper
@@ -320,3 +321,26 @@ def test_uninstalling_the_lock_wheel_unlocks(swapped_lock: LockedInstall, tmp_pa
     assert install.relay("version", cwd=tmp_path).out == relay_cli.__version__ + "\n"
     result = install.relay("add", "--file", "x.lic", "--key", "k", cwd=tmp_path)
     assert result.err == 'error: required flag(s) "public-key" not set\n'
+
+
+def test_a_second_lock_makes_every_command_fail_closed(
+    swapped_lock: LockedInstall, tmp_path: Path
+) -> None:
+    """Two distributions in the relay.lock group: even `version` refuses, nothing is created."""
+    install = swapped_lock
+    extra = write_wheel(
+        tmp_path / "extra",
+        name="relay-lock-extra",
+        version="1.0",
+        summary="a second lock",
+        files={"relay_lock_extra.py": b"LOCK = {}\n"},
+        entry_points={"relay.lock": {"node": "relay_lock_extra:LOCK"}},
+    )
+    install.pip_install(extra)
+    try:
+        for args in (("version",), ("ls",)):
+            result = install.relay(*args, cwd=tmp_path, env=KEY_ENV)
+            assert unlock_failure(result).startswith("more than one node lock is installed: ")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["extra"]
+    finally:
+        install.pip_uninstall("relay-lock-extra")

@@ -10,8 +10,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from relay_cli.cli import installed_lock
 from relay_cli.lockfind import LockLoadError, find_lock, lock_entry_points, version_string
-from relay_cli.locking import LockConfig, LockConfigError
+from relay_cli.locking import LockConfig, LockConfigError, UnlockError
 from relay_cli.machine import (
     Interface,
     LocalMachine,
@@ -298,3 +299,29 @@ def test_lock_wheel_module_round_trips_the_constants(tmp_path: Path) -> None:
     again = build_lock_wheel(lock, tmp_path / "again")
     assert wheel.name == again.name
     assert wheel.read_bytes() == again.read_bytes()
+
+
+def test_installed_lock_is_validated_and_fails_closed(tmp_path: Path) -> None:
+    """A lock whose constants are malformed is an unlock error naming the distribution."""
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    build_lock_wheel(LockConfig(public_key=PUBLIC_KEY, fingerprint=FINGERPRINT), tmp_path / "w")
+    wheel = next((tmp_path / "w").glob("*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(good)
+    package = good / "relay_lock" / "__init__.py"
+    sys.modules.pop("relay_lock", None)
+    sys.path.insert(0, str(good))
+    try:
+        assert installed_lock([str(good)]) == LockConfig(
+            public_key=PUBLIC_KEY, fingerprint=FINGERPRINT
+        )
+        sys.modules.pop("relay_lock", None)
+        package.write_text(package.read_text().replace(FINGERPRINT, "f" * 10))
+        with pytest.raises(
+            UnlockError, match=r"node lock relay_lock is invalid: invalid fingerprint"
+        ):
+            installed_lock([str(good)])
+    finally:
+        sys.path.remove(str(good))
+        sys.modules.pop("relay_lock", None)
+    assert installed_lock([str(bad)]) is None

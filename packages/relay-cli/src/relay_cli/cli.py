@@ -84,10 +84,11 @@ def without_flags(command: Callable[..., Any], names: Collection[str]) -> Callab
     return wrapper
 
 
-def installed_lock() -> LockConfig | None:
-    """The node lock installed in this environment, validated; raise `UnlockError` if unusable."""
+def installed_lock(paths: Iterable[str] | None = None) -> LockConfig | None:
+    """The node lock installed on `paths` (default `sys.path`), validated; raise `UnlockError`
+    if one is installed but unusable, so that a broken lock fails closed."""
     try:
-        found = find_lock()
+        found = find_lock(paths)
     except LockLoadError as exc:
         raise UnlockError(str(exc)) from None
     if found is None:
