@@ -99,6 +99,35 @@ def installed_lock(paths: Iterable[str] | None = None) -> LockConfig | None:
         raise UnlockError(f"node lock {found.distribution} is invalid: {exc}") from None
 
 
+def unlock_reason(
+    lock: LockConfig,
+    environ: Mapping[str, str],
+    *,
+    machine_file_path: str | None,
+    license_key: str | None,
+    machine: Machine,
+    now: float,
+) -> str | None:
+    """Resolve the --node-locked-* flags against the environment and unlock; the failure reason
+    (spec §6.2), or None when this machine and its machine file match the lock."""
+    if machine_file_path is None:
+        machine_file_path = env_str(environ, "RELAY_NODE_LOCKED_MACHINE_FILE_PATH") or "./relay.lic"
+    if license_key is None:
+        license_key = env_str(environ, "RELAY_NODE_LOCKED_LICENSE_KEY") or ""
+    try:
+        unlock(
+            lock,
+            machine_file_path=machine_file_path,
+            license_key=license_key,
+            machine=machine,
+            now=now,
+        )
+    except UnlockError as exc:
+        log.debug("failed to unlock relay")  # the caller's error line says it once
+        return str(exc)
+    return None
+
+
 def create_app(
     *,
     open_store: StoreOpener | None = None,
@@ -196,29 +225,18 @@ def create_app(
             from relay_core.service import SystemClock
 
             now_clock = clock or SystemClock()
-        if lock is not None and needs_runtime:
-            machine_file_path = (
-                node_locked_machine_file_path
-                if node_locked_machine_file_path is not None
-                else env_str(env, "RELAY_NODE_LOCKED_MACHINE_FILE_PATH") or "./relay.lic"
-            )
-            license_key = (
-                node_locked_license_key
-                if node_locked_license_key is not None
-                else env_str(env, "RELAY_NODE_LOCKED_LICENSE_KEY") or ""
-            )
-            try:
-                unlock(
+            if lock is not None:
+                reason = unlock_reason(
                     lock,
-                    machine_file_path=machine_file_path,
-                    license_key=license_key,
+                    env,
+                    machine_file_path=node_locked_machine_file_path,
+                    license_key=node_locked_license_key,
                     machine=this_machine(),
                     now=now_clock.now(),
                 )
-            except UnlockError as exc:
-                log.debug("failed to unlock relay")  # the error line below says it once
-                out.error(f"failed to unlock relay: {exc}")
-                return 1
+                if reason is not None:
+                    out.error(f"failed to unlock relay: {reason}")
+                    return 1
 
         try:
             settings = Settings(
