@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 import zipfile
 from pathlib import Path
 
 import pytest
-from relay_cli.cli import create_app
 from relay_cli.locking import LockConfig, UnlockError, unlock
 from relay_cli.machine import Interface, LocalMachine, MachineError
 from relay_cli.server import resolve_options
@@ -138,7 +136,6 @@ def test_future_issued_machine_file_means_clock_out_of_sync(locked: Cli) -> None
 
 def test_machine_file_naming_another_fingerprint_is_a_mismatch(locked: Cli) -> None:
     """A file encrypted for this machine whose dataset names another fingerprint is refused."""
-    now = locked.clock.now()
     document = {
         "data": {"id": "m-1", "type": "machines", "attributes": {"fingerprint": OTHER_FINGERPRINT}},
         "meta": {"issued": "2025-12-09T00:00:00.000Z", "expiry": None, "ttl": 0},
@@ -146,7 +143,6 @@ def test_machine_file_naming_another_fingerprint_is_a_mismatch(locked: Cli) -> N
     raw = locked.writer.seal(
         json.dumps(document).encode(), LICENSE_KEY + FINGERPRINT, alg=None, kind="machine"
     )
-    assert now > 0
     assert check(locked, raw) == "machine file fingerprint mismatch"
 
 
@@ -419,7 +415,6 @@ def test_license_key_never_appears_in_logs(locked: Cli, caplog: pytest.LogCaptur
     for text in (ok.err, ok.out, failed.err, failed.out, caplog.text):
         assert LICENSE_KEY not in text
         assert "WRONG-BUT-SECRET" not in text
-    logging.getLogger("relay").handlers.clear()
 
 
 def test_lock_build_writes_an_installable_wheel(cli: Cli) -> None:
@@ -478,9 +473,3 @@ def test_lock_build_rejects_bad_input_in_one_line(
     assert result.err.startswith(error)
     assert result.err.count("\n") == 1
     assert not (cli.tmp / "d").exists()
-
-
-def test_create_app_without_lock_is_unlocked() -> None:
-    """The default app (no lock argument) has no node-locked flags."""
-    app = create_app(environ={})
-    assert app is not None
