@@ -296,7 +296,7 @@ def unlock(
             f"machine file could not be read: {_os_error(machine_file_path, exc)}"
         ) from None
 
-    from relay_core.errors import DecryptionError, FileReason, LicenseFileError, RelayError
+    from relay_core.errors import RelayError
     from relay_core.keygen import verify_machine_file
 
     try:
@@ -307,15 +307,7 @@ def unlock(
             fingerprint=fingerprint,
             now=now,
         )
-    except DecryptionError as exc:
-        if exc.reason is FileReason.INVALID and exc.detail == "wrong license key":
-            # The AES key is license key + fingerprint: say both, since either may be wrong.
-            raise UnlockError(
-                "machine file could not be decrypted: machine file is invalid "
-                "(wrong license key, or the file was issued for another machine)"
-            ) from None
-        raise UnlockError(str(exc)) from None
-    except (LicenseFileError, RelayError) as exc:
+    except RelayError as exc:  # verification, decryption and clock errors, one line each
         raise UnlockError(str(exc)) from None
 
     record = _record(verified.dataset)

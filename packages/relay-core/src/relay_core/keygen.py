@@ -184,7 +184,13 @@ class KeygenVerifier:
         try:
             return AESGCM(secret).decrypt(iv, ciphertext + tag, None)
         except InvalidTag:
-            raise DecryptionError(FileReason.INVALID, "wrong license key", kind=kind) from None
+            # A machine file's AES key is license key + fingerprint: either may be the wrong one.
+            detail = (
+                "wrong license key"
+                if kind == "license"
+                else "wrong license key, or the file was issued for another machine"
+            )
+            raise DecryptionError(FileReason.INVALID, detail, kind=kind) from None
 
     def _dataset(self, raw: bytes, plaintext: bytes, now: float) -> LicenseFile:
         kind = self._kind
