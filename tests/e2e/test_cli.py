@@ -199,7 +199,7 @@ def test_ttl_below_30s_is_rejected(ws: Workspace) -> None:
     assert (run.code, run.out, run.err) == (
         1,
         "",
-        "error: time-to-live value must be at least 30s\n",
+        "Error: time-to-live value must be at least 30s\n",
     )
     assert not ws.db.exists()
 
@@ -218,7 +218,7 @@ def test_no_audit_writes_no_audit_rows(ws: Workspace) -> None:
 def test_bad_pragma(ws: Workspace) -> None:
     """`--pragma bad` exits 1 with the reference's message and opens no database."""
     run = ws.relay("--pragma", "bad", "ls")
-    assert (run.code, run.err) == (1, "error: invalid pragma format: bad (expected key=value)\n")
+    assert (run.code, run.err) == (1, "Error: invalid pragma format: bad (expected key=value)\n")
     assert not ws.db.exists()
 
 
@@ -329,7 +329,7 @@ def _bad_add_cases(ws: Workspace) -> dict[str, tuple[list[str], str]]:
         ),
         "missing flags": (
             ["--file", "good.lic"],
-            'error: required flag(s) "key", "public-key" not set',
+            'Error: required flag(s) "key", "public-key" not set',
         ),
     }
 
@@ -373,11 +373,11 @@ def test_bad_add_inputs(seeded: Workspace, case: str) -> None:
         (["del", "--license", "nope"], "error: license nope not found"),
         (["del", "--license", "LICENSE", "--pool", "unknown"], "error: pool not found"),
         (["stat", "--license", "nope"], "error: license nope: license not found"),
-        (["ls", "--bogus"], "error: unknown option: --bogus"),
-        (["serve", "--strategy", "x"], 'error: invalid argument "x" for "--strategy" flag'),
+        (["ls", "--bogus"], "Error: unknown option: --bogus"),
+        (["serve", "--strategy", "x"], 'Error: invalid argument "x" for "--strategy" flag'),
         (
             ["serve", "--cull-interval", "0s"],
-            'error: invalid argument "0s" for "--cull-interval" flag',
+            'Error: invalid argument "0s" for "--cull-interval" flag',
         ),
     ],
 )

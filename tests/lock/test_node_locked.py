@@ -39,12 +39,12 @@ def add_license(install: LockedInstall, site: Path, name: str = "one") -> tuple[
 
 
 def unlock_failure(result: Run) -> str:
-    """The reason of `error: failed to unlock relay: <reason>`, checking it is the one line."""
+    """The reason of `Error: failed to unlock relay: <reason>`, checking it is the one line."""
     assert result.code == 1, result
     assert result.out == ""
     lines = result.err.splitlines()
     assert len(lines) == 1, result.err
-    prefix = "error: failed to unlock relay: "
+    prefix = "Error: failed to unlock relay: "
     assert lines[0].startswith(prefix), result.err
     return lines[0].removeprefix(prefix)
 
@@ -84,7 +84,7 @@ def test_public_key_flag_does_not_exist_when_locked(
     result = locked_install.relay(
         "add", "--file", str(path), "--key", "K", "--public-key", "00" * 32, cwd=site, env=KEY_ENV
     )
-    assert (result.code, result.err) == (1, "error: unknown option: --public-key\n")
+    assert (result.code, result.err) == (1, "Error: unknown option: --public-key\n")
     assert not (site / "relay.sqlite").exists()
 
 
@@ -160,7 +160,7 @@ def test_locked_serve_flags_are_unknown(
     """A locked port, address and secret remove their serve flags."""
     result = locked_install.relay("serve", *flag, cwd=site, env=KEY_ENV)
     assert result.code == 1
-    assert result.err.startswith(f"error: unknown option: {flag[0]}")
+    assert result.err.startswith(f"Error: unknown option: {flag[0]}")
     assert result.err.count("\n") == 1
     assert not (site / "relay.sqlite").exists()
 
@@ -320,7 +320,7 @@ def test_uninstalling_the_lock_wheel_unlocks(swapped_lock: LockedInstall, tmp_pa
     install.pip_uninstall("relay-lock")
     assert install.relay("version", cwd=tmp_path).out == relay_cli.__version__ + "\n"
     result = install.relay("add", "--file", "x.lic", "--key", "k", cwd=tmp_path)
-    assert result.err == 'error: required flag(s) "public-key" not set\n'
+    assert result.err == 'Error: required flag(s) "public-key" not set\n'
 
 
 def test_a_second_lock_makes_every_command_fail_closed(

@@ -52,7 +52,7 @@ def test_help_lists_every_command(cli: Cli) -> None:
 def test_help_for_an_unknown_command(cli: Cli) -> None:
     """`relay help foo` is one error line and exit 1."""
     result = cli("help", "foo")
-    assert (result.code, result.err) == (1, 'error: unknown command "foo" for "relay"\n')
+    assert (result.code, result.err) == (1, 'Error: unknown command "foo" for "relay"\n')
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
@@ -68,19 +68,19 @@ def test_completion_scripts(cli: Cli, shell: str) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("nosuch",), 'error: unknown command "nosuch"'),
-        (("ls", "--foo"), "error: unknown option: --foo"),
-        (("add", "--file"), "error: "),
-        (("serve", "--port", "abc"), "error: invalid value for --port"),
-        (("--database",), "error: parameter --database requires an argument"),
-        (("completion", "tcsh"), "error: "),
-        (("ls", "junk"), "error: unexpected argument(s): junk"),
+        (("nosuch",), 'Error: unknown command "nosuch"'),
+        (("ls", "--foo"), "Error: unknown option: --foo"),
+        (("add", "--file"), "Error: "),
+        (("serve", "--port", "abc"), "Error: invalid value for --port"),
+        (("--database",), "Error: parameter --database requires an argument"),
+        (("completion", "tcsh"), "Error: "),
+        (("ls", "junk"), "Error: unexpected argument(s): junk"),
     ],
 )
 def test_usage_errors_are_one_line(
     args: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Usage errors print one `error:` line on stderr, nothing on stdout, exit 1."""
+    """Usage errors print one `Error:` line (cobra's prefix) on stderr, nothing on stdout, exit 1."""
     code = run(args)
     captured = capsys.readouterr()
     assert code == 1
@@ -94,7 +94,7 @@ def test_bad_pragma_is_rejected_before_opening(cli: Cli) -> None:
     result = cli("--pragma", "bad", "ls")
     assert (result.code, result.err) == (
         1,
-        "error: invalid pragma format: bad (expected key=value)\n",
+        "Error: invalid pragma format: bad (expected key=value)\n",
     )
     assert cli.opened == []
 

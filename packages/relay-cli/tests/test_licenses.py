@@ -120,7 +120,7 @@ def test_add_mismatched_counts_fails_before_opening_the_database(cli: Cli) -> No
 def test_add_missing_required_flags_are_named_sorted(cli: Cli) -> None:
     """Without flags, one line names file, key and public-key; the store is not opened."""
     result = cli("add")
-    assert result.err == 'error: required flag(s) "file", "key", "public-key" not set\n'
+    assert result.err == 'Error: required flag(s) "file", "key", "public-key" not set\n'
     assert result.code == 1
     assert cli.opened == []
 
@@ -212,7 +212,7 @@ def test_del_leased_license_releases_it_first(cli: Cli) -> None:
 def test_del_requires_license(cli: Cli) -> None:
     """Without --license: cobra's required-flag line, exit 1."""
     result = cli("del")
-    assert (result.code, result.err) == (1, 'error: required flag(s) "license" not set\n')
+    assert (result.code, result.err) == (1, 'Error: required flag(s) "license" not set\n')
 
 
 def test_ls_empty(cli: Cli) -> None:
@@ -344,7 +344,7 @@ def test_stat_unknown_license(cli: Cli) -> None:
 def test_stat_requires_license(cli: Cli) -> None:
     """Without --license: the required-flag line, before the store is opened."""
     result = cli("stat")
-    assert (result.code, result.err) == (1, 'error: required flag(s) "license" not set\n')
+    assert (result.code, result.err) == (1, 'Error: required flag(s) "license" not set\n')
     assert cli.opened == []
 
 

@@ -234,7 +234,7 @@ def test_locked_add_uses_the_locked_key_and_has_no_public_key_flag(locked: Cli) 
     assert (result.code, result.err) == (0, "")
     assert len(locked.guids()) == 1
     rejected = locked("add", "--file", path, "--key", key, "--public-key", locked.writer.public_key)
-    assert (rejected.code, rejected.err) == (1, "error: unknown option: --public-key\n")
+    assert (rejected.code, rejected.err) == (1, "Error: unknown option: --public-key\n")
     assert "--public-key" not in locked("add", "--help").out
 
 
@@ -252,7 +252,7 @@ def test_locked_add_uses_the_locked_key_and_has_no_public_key_flag(locked: Cli) 
 def test_failed_unlock_is_one_line_and_opens_no_database(
     locked: Cli, env: dict[str, str], reason: str
 ) -> None:
-    """`error: failed to unlock relay: <reason>`, exit 1, and the store is never opened."""
+    """`Error: failed to unlock relay: <reason>`, exit 1, and the store is never opened."""
     locked.env.update(env)
     for args in (
         ("ls",),
@@ -263,7 +263,7 @@ def test_failed_unlock_is_one_line_and_opens_no_database(
     ):
         result = locked(*args)
         assert result.code == 1
-        assert result.err.startswith(f"error: failed to unlock relay: {reason}")
+        assert result.err.startswith(f"Error: failed to unlock relay: {reason}")
         assert result.err.count("\n") == 1
     assert locked.opened == []
 
@@ -279,7 +279,7 @@ def test_flags_override_the_environment_for_the_machine_file(locked: Cli) -> Non
     )
     assert result.code == 0
     empty = locked("--node-locked-machine-file-path", "", "ls")
-    assert empty.err == "error: failed to unlock relay: machine file path is required\n"
+    assert empty.err == "Error: failed to unlock relay: machine file path is required\n"
 
 
 def test_default_machine_file_is_relay_lic_in_the_working_directory(
@@ -292,7 +292,7 @@ def test_default_machine_file_is_relay_lic_in_the_working_directory(
     monkeypatch.chdir(locked.tmp.parent)
     result = locked("ls")
     assert result.err == (
-        "error: failed to unlock relay: machine file could not be read: "
+        "Error: failed to unlock relay: machine file could not be read: "
         "open ./relay.lic: no such file or directory\n"
     )
 
@@ -336,7 +336,7 @@ def test_fingerprint_prints_this_machines_fingerprint(locked: Cli) -> None:
     result = locked("fingerprint")
     assert (result.code, result.err) == (
         1,
-        "error: machine could not determine fingerprint: none\n",
+        "Error: machine could not determine fingerprint: none\n",
     )
 
 
@@ -364,7 +364,7 @@ def test_pinned_serve_flags_are_removed(locked: Cli) -> None:
     ):
         result = locked("serve", *args)
         assert result.code == 1
-        assert result.err.startswith("error: unknown option: " + args[0])
+        assert result.err.startswith("Error: unknown option: " + args[0])
     assert locked.opened == []
 
 
@@ -450,12 +450,12 @@ def test_lock_build_writes_an_installable_wheel(cli: Cli) -> None:
 @pytest.mark.parametrize(
     ("args", "error"),
     [
-        ((), 'error: required flag(s) "fingerprint", "output", "public-key" not set'),
-        (("--public-key", "abc"), 'error: invalid public key "abc": expected 64 hex digits'),
-        (("--port", "0"), "error: invalid port 0: expected an integer from 1 to 65535"),
-        (("--port", "http"), "error: invalid value for --port"),
-        (("--ip", "fe80::1"), 'error: invalid ip "fe80::1": expected an IPv4 address'),
-        (("--platform", "Linux/AMD64"), 'error: invalid platform "Linux/AMD64"'),
+        ((), 'Error: required flag(s) "fingerprint", "output", "public-key" not set'),
+        (("--public-key", "abc"), 'Error: invalid public key "abc": expected 64 hex digits'),
+        (("--port", "0"), "Error: invalid port 0: expected an integer from 1 to 65535"),
+        (("--port", "http"), "Error: invalid value for --port"),
+        (("--ip", "fe80::1"), 'Error: invalid ip "fe80::1": expected an IPv4 address'),
+        (("--platform", "Linux/AMD64"), 'Error: invalid platform "Linux/AMD64"'),
     ],
 )
 def test_lock_build_rejects_bad_input_in_one_line(

@@ -91,9 +91,9 @@ def test_logs_removed_license_is_shown_by_id(cli: Cli) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--event", "license.sold"), 'error: invalid argument "license.sold" for "--event" flag'),
-        (("--limit", "0"), 'error: invalid argument "0" for "--limit" flag'),
-        (("--since", "yesterday"), 'error: invalid argument "yesterday" for "--since" flag'),
+        (("--event", "license.sold"), 'Error: invalid argument "license.sold" for "--event" flag'),
+        (("--limit", "0"), 'Error: invalid argument "0" for "--limit" flag'),
+        (("--since", "yesterday"), 'Error: invalid argument "yesterday" for "--since" flag'),
     ],
 )
 def test_logs_bad_flags_fail_before_opening(cli: Cli, args: tuple[str, ...], message: str) -> None:

@@ -129,7 +129,7 @@ def test_serve_rejects_bad_flags_before_opening_the_database(cli: Cli) -> None:
     assert (result.code, result.out, result.err) == (
         1,
         "",
-        "error: time-to-live value must be at least 30s\n",
+        "Error: time-to-live value must be at least 30s\n",
     )
     assert cli.opened == []
 
@@ -137,4 +137,4 @@ def test_serve_rejects_bad_flags_before_opening_the_database(cli: Cli) -> None:
 def test_serve_short_flags_parse(cli: Cli) -> None:
     """-b, -p and -t are accepted (the reference README documents -t)."""
     result = cli("serve", "-b", "127.0.0.1", "-p", "1", "-t", "1s")
-    assert result.err == "error: time-to-live value must be at least 30s\n"
+    assert result.err == "Error: time-to-live value must be at least 30s\n"

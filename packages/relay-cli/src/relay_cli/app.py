@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             lock = find_lock()
         except LockLoadError as exc:
-            sys.stderr.write(f"error: failed to unlock relay: {exc}\n")
+            sys.stderr.write(f"Error: failed to unlock relay: {exc}\n")
             raise SystemExit(1) from None
         text = version_string(__version__, None if lock is None else lock.fingerprint)
         sys.stdout.write(text + "\n" if args == ["version"] else f"relay version {text}\n")

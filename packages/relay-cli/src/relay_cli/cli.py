@@ -3,7 +3,8 @@
 The launcher parses the global flags, picks the store through the ``relay.storage`` entry points,
 and injects a `Runtime` (settings, printers, clock, lazily opened store and `Relay`) into the
 command, whose thin function only validates its own flags, calls the service and prints. Every
-failure becomes one ``error: <message>`` line on stderr and exit status 1.
+failure becomes one line on stderr and exit status 1: ``Error: <message>`` when the command
+could not run (bad usage, a lock that does not unlock), ``error: <message>`` when it failed.
 
 Node-locked (a ``relay.lock`` entry point is installed): the ``--node-locked-*`` global flags
 exist, locked values remove their flags, and every command that gets a `Runtime` is unlocked
@@ -217,7 +218,7 @@ def create_app(
         try:
             command, bound, ignored = app.parse_args(tokens)
         except (CycloptsError, UsageError) as exc:
-            out.error(_one_line(exc))
+            out.fatal(_one_line(exc))
             return 1
 
         needs_runtime = "runtime" in ignored  # help, version, completion, fingerprint: no unlock
@@ -235,7 +236,7 @@ def create_app(
                     now=now_clock.now(),
                 )
                 if reason is not None:
-                    out.error(f"failed to unlock relay: {reason}")
+                    out.fatal(f"failed to unlock relay: {reason}")
                     return 1
 
         try:
@@ -249,14 +250,14 @@ def create_app(
                 pragmas=parse_pragmas(pragma or []),
             )
         except (CycloptsError, UsageError) as exc:
-            out.error(_one_line(exc))
+            out.fatal(_one_line(exc))
             return 1
 
         if not needs_runtime:  # nothing to open
             try:
                 result = command(*bound.args, **bound.kwargs)
             except UsageError as exc:
-                out.error(str(exc))
+                out.fatal(str(exc))
                 return 1
             return result if isinstance(result, int) else 0
 
@@ -272,7 +273,7 @@ def create_app(
             result = command(*bound.args, **bound.kwargs, runtime=runtime)
             status = result if isinstance(result, int) else 0
         except UsageError as exc:
-            out.error(str(exc))
+            out.fatal(str(exc))
         except BulkError as exc:
             for _, error in exc.errors:
                 out.error(str(error))
@@ -345,12 +346,12 @@ def run(argv: Iterable[str] | None = None, *, launcher: App | None = None) -> in
             try:
                 launcher = create_app(lock=installed_lock())
             except UnlockError as exc:
-                Output().error(f"failed to unlock relay: {exc}")
+                Output().fatal(f"failed to unlock relay: {exc}")
                 return 1
         result = launcher(tokens, result_action="return_value")
         sys.stdout.flush()
     except (CycloptsError, UsageError) as exc:
-        Output().error(_one_line(exc))
+        Output().fatal(_one_line(exc))
         return 1
     except KeyboardInterrupt:
         return 130

@@ -71,7 +71,10 @@ def add(
     assert public_key is not None
     files, keys = split_csv(file or []), split_csv(key or [])
     if len(files) != len(keys):
-        raise UsageError("number of key and file flags must match")
+        from relay_core import RelayError
+
+        # Keygen Relay reports this as the command's own failure (lowercase `error:`).
+        raise RelayError("number of key and file flags must match")
     if not files:
         return 0
     pool = pool if pool is not None else env_str(env, "RELAY_POOL")

@@ -59,9 +59,18 @@ class Output:
         """Text on stdout exactly as given, plus a newline."""
         self.stdout.write(text + "\n")
 
+    def fatal(self, message: str) -> None:
+        """``Error: <message>`` on stderr: the command could not run at all (bad usage, a node
+        lock that does not unlock). Keygen Relay prints these through cobra, capital E; scripts
+        written for it tell them from a command's own ``error:`` lines by that."""
+        self._line("Error", message)
+
     def error(self, message: str) -> None:
         """``error: <message>`` on stderr, flattened to one line; only the word `error` is coloured."""
+        self._line("error", message)
+
+    def _line(self, word: str, message: str) -> None:
         line = " ".join(message.split("\n"))
-        word = f"{_BOLD_RED}error{_RESET}" if self.color else "error"
-        self.stderr.write(f"{word}: {line}\n")
+        label = f"{_BOLD_RED}{word}{_RESET}" if self.color else word
+        self.stderr.write(f"{label}: {line}\n")
         self.stderr.flush()
