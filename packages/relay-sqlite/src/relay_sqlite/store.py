@@ -9,6 +9,7 @@ runs) wait on `busy_timeout`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -16,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from relay_core.errors import StorageError
+from relay_core.errors import StorageAccessError, StorageError
 
 from .connection import _busy_ms, connect, merged_pragmas, migrate
 from .errors import translate
@@ -51,6 +52,7 @@ class SqliteStore:
         self._checkpoint_lock = threading.Lock()
         self._conn: sqlite3.Connection | None = connect(self.path, self.pragmas)
         self._changes_at_checkpoint = 0
+        self._identity = _identity(self.path)
         try:
             migrate(self._conn, self.path)
             if "wal_autocheckpoint" not in self.pragmas:
@@ -76,6 +78,11 @@ class SqliteStore:
             conn = self._conn
             if conn is None:
                 raise StorageError(f"database {self.path} is closed")
+            if not self._in_place(conn):
+                raise StorageAccessError(
+                    f"database {self.path} was deleted or replaced while in use; "
+                    "restart relay to open the file now at that path"
+                )
             self._owner = threading.get_ident()
             try:
                 try:
@@ -98,6 +105,20 @@ class SqliteStore:
             finally:
                 self._owner = None
         self._after_commit(changes)
+
+    def _in_place(self, conn: sqlite3.Connection) -> bool:
+        """Whether the file at `path` is still the one opened (same device and inode).
+
+        A connection keeps writing to a deleted or replaced file, so answers would report
+        changes nobody can see, and its write-ahead log, left under the old name, would be
+        replayed into the new file on the next open and corrupt it. So once the file is gone,
+        every transaction fails, and the log is emptied into the old file (TRUNCATE).
+        """
+        if self._identity is None or self._identity == _identity(self.path):
+            return True
+        with contextlib.suppress(sqlite3.Error):  # else the log stays; nothing more to do here
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return False
 
     def _after_commit(self, changes: int) -> None:
         """Checkpoint once about 1,000 pages may have piled up, as SQLite's own default would.
@@ -148,11 +169,23 @@ class SqliteStore:
                 self._checkpointer.close()
                 self._checkpointer = None
             if self._conn is not None:
+                self._in_place(self._conn)
                 self._conn.close()
                 self._conn = None
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the database file; None if there is none (or it is in memory)."""
+    if path == ":memory:" or path.startswith("file:"):
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def open_store(database: str, *, pragmas: Mapping[str, str] = _NO_PRAGMAS) -> SqliteStore:
