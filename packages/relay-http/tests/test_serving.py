@@ -264,3 +264,30 @@ def test_access_log(relay: Relay, call, caplog: pytest.LogCaptureFixture) -> Non
     (record,) = [r for r in caplog.records if r.getMessage().startswith("HTTP request")]
     assert record.levelno == logging.INFO
     assert "method=GET path=/v1/health status=200" in record.getMessage()
+
+
+class Big:
+    """Answers with a body far larger than a loopback socket's send buffer."""
+
+    body = bytes(range(256)) * (16 * 1024)  # 4 MiB
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.data = self.body
+
+
+def test_response_larger_than_socket_buffer_arrives_whole_on_keepalive() -> None:
+    """A 4 MiB body sent to a client that reads late arrives complete, twice on one connection."""
+    app = falcon.App()
+    app.add_route("/big", Big())
+    server = Server(app, host="127.0.0.1", port=0, threads=2)
+    port = server.address[1]
+    with running(server):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            for _ in range(2):
+                conn.request("GET", "/big")
+                time.sleep(0.3)  # the worker fills the socket buffer and finishes meanwhile
+                resp = conn.getresponse()
+                assert (resp.status, resp.read()) == (200, Big.body)
+        finally:
+            conn.close()
