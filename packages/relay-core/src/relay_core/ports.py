@@ -130,6 +130,14 @@ class Transaction(Protocol):
     # nodes
     def get_active_node(self, fingerprint: str) -> Node | None: ...
 
+    def get_node_lease(self, fingerprint: str) -> tuple[Node, License | None] | None:
+        """The active node with this fingerprint and the license it holds (None if it holds none).
+
+        None when no active node has the fingerprint. Claims and releases need both, so a store
+        can answer in one round trip.
+        """
+        ...
+
     def activate_node(self, fingerprint: str, now: int) -> Node:
         """Insert the node, or reactivate its deactivated row (keeping its id and created_at)."""
         ...

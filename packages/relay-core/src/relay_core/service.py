@@ -296,10 +296,10 @@ class Relay:
         now = self._now()
         with self.store.transaction() as tx:
             pool_id = self._pool_id(tx, pool)
-            node = tx.get_active_node(fingerprint)
+            found = tx.get_node_lease(fingerprint)
             entries: list[AuditEntry] = []
-            if node is not None:
-                held = tx.license_held_by(node.id)
+            if found is not None:
+                node, held = found
                 if held is not None:
                     if held.pool_id != pool_id:
                         if tx.has_free_license(pool_id, now):
@@ -362,11 +362,11 @@ class Relay:
         """
         now = self._now()
         with self.store.transaction() as tx:
-            node = tx.get_active_node(fingerprint)
-            if node is None:
+            found = tx.get_node_lease(fingerprint)
+            if found is None:
                 raise ClaimNotFoundError()
             pool_id = self._pool_id(tx, pool)
-            held = tx.license_held_by(node.id)
+            node, held = found
             if held is None or held.pool_id != pool_id:
                 raise ClaimNotFoundError()
             tx.release_license(held.id, now)

@@ -29,6 +29,17 @@ _LICENSE = (
     "created_at, file_expires_at"
 )
 _NODE = "id, fingerprint, last_heartbeat_at, created_at, deactivated_at"
+_NODE_FIELDS = 5
+# One statement for the node and its lease: the heartbeat and release paths need both, and every
+# statement costs a trip out of and back into the GIL while the store lock is held.
+_NODE_LEASE = (
+    "SELECT "
+    + ", ".join(f"n.{c.strip()}" for c in _NODE.split(","))
+    + ", "
+    + ", ".join(f"l.{c.strip()}" for c in _LICENSE.split(","))
+    + " FROM nodes n LEFT JOIN licenses l ON l.node_id = n.id"
+    " WHERE n.fingerprint = ? AND n.deactivated_at IS NULL"
+)
 
 _VALID = "(file_expires_at IS NULL OR file_expires_at >= :now)"
 _LEASE = (
@@ -95,6 +106,21 @@ LEFT JOIN licenses l ON a.entity_type_id = 1 AND l.id = a.entity_id
 LEFT JOIN nodes n ON a.entity_type_id = 2 AND n.id = a.entity_id
 LEFT JOIN pools ep ON a.entity_type_id = 3 AND ep.id = a.entity_id
 LEFT JOIN pools p ON p.id = a.pool_id"""
+
+_AUDIT_INSERT = (
+    "INSERT INTO audit_logs (event_type_id, entity_type_id, entity_id, pool_id, created_at) VALUES "
+)
+_AUDIT_CHUNK = 100
+"""Audit rows per INSERT statement (500 parameters; SQLite allows 32,766)."""
+
+
+def _audit_sql(rows: int) -> str:
+    """One INSERT of `rows` rows: a request's 2-3 audit rows cost one statement, not one each."""
+    return _AUDIT_INSERT + ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+
+
+_AUDIT_SQL = {rows: _audit_sql(rows) for rows in range(1, 9)}
+_AUDIT_SQL[_AUDIT_CHUNK] = _audit_sql(_AUDIT_CHUNK)
 
 _RAND_TRIES = 32
 """Draws before falling back to counting the valid free licenses and taking the k-th. The
@@ -254,6 +280,13 @@ class SqliteTransaction:
         )
         return _node(row) if row else None
 
+    def get_node_lease(self, fingerprint: str) -> tuple[Node, License | None] | None:
+        row = self._one(_NODE_LEASE, (fingerprint,))
+        if row is None:
+            return None
+        held = _license(row[_NODE_FIELDS:]) if row[_NODE_FIELDS] is not None else None
+        return _node(row[:_NODE_FIELDS]), held
+
     def activate_node(self, fingerprint: str, now: int) -> Node:
         row = self._one(
             "INSERT INTO nodes (fingerprint, created_at) VALUES (?, ?) "
@@ -293,15 +326,19 @@ class SqliteTransaction:
     # audit
     def append_audit(self, entries: Sequence[AuditEntry]) -> None:
         try:
-            self._conn.executemany(
-                "INSERT INTO audit_logs "
-                "(event_type_id, entity_type_id, entity_id, pool_id, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [
-                    (int(e.event), int(e.entity_type), e.entity_id, e.pool_id, e.created_at)
-                    for e in entries
-                ],
-            )
+            for start in range(0, len(entries), _AUDIT_CHUNK):
+                chunk = entries[start : start + _AUDIT_CHUNK]
+                params: list[int | None] = []
+                for e in chunk:
+                    params += (
+                        int(e.event),
+                        int(e.entity_type),
+                        e.entity_id,
+                        e.pool_id,
+                        e.created_at,
+                    )
+                sql = _AUDIT_SQL.get(len(chunk)) or _audit_sql(len(chunk))
+                self._conn.execute(sql, params)
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 

@@ -141,6 +141,10 @@ class MemoryTransaction:
             (n for n in self._t.nodes.values() if n.fingerprint == fingerprint and n.active), None
         )
 
+    def get_node_lease(self, fingerprint: str) -> tuple[Node, License | None] | None:
+        node = self.get_active_node(fingerprint)
+        return None if node is None else (node, self.license_held_by(node.id))
+
     def activate_node(self, fingerprint: str, now: int) -> Node:
         for existing in self._t.nodes.values():
             if existing.fingerprint == fingerprint:
