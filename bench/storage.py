@@ -559,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"  mass cull: {cull['transactions']:.0f} transactions, total {cull['total_s']:.2f} s, "
             f"longest {cull['max_txn_ms']:.1f} ms, median {cull['median_txn_ms']:.1f} ms "
-            "(checkpoints run on the store's background thread)"
+            "(each including the checkpoint it runs after unlocking)"
         )
         print(
             f"  a probe transaction waited at most {cull['probe_max_ms']:.1f} ms for the lock "

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import threading
-from pathlib import Path
 
 from relay_core.model import AuditEntry, EntityType, EventType, NewLicense, Strategy
 from relay_core.ports import AuditQuery
@@ -47,22 +45,3 @@ def test_audit_rows_beyond_one_statement_are_all_written_in_order(
         "FROM audit_logs ORDER BY id"
     ).fetchall()
     assert rows == [(10, 2, i, i % 3 or None, T0 + i) for i in range(250)]
-
-
-def test_commits_start_the_checkpoint_thread_and_close_stops_it(db_path: Path) -> None:
-    """Crossing the changed-rows threshold starts the checkpoint thread; close() ends it."""
-    store = SqliteStore(db_path)
-    try:
-        for batch in range(4):
-            with store.transaction() as tx:
-                for n in range(200):
-                    serial = batch * 200 + n
-                    raw = serial.to_bytes(4, "big") * 256
-                    tx.insert_license(NewLicense(f"g{serial}", raw, f"k{serial}", None), None, 1)
-        thread = store._checkpoint_thread
-        assert thread is not None
-        assert thread.is_alive()
-    finally:
-        store.close()
-    assert not thread.is_alive()
-    assert not any(t.name == "relay-sqlite-checkpoint" for t in threading.enumerate())

@@ -31,9 +31,6 @@ _NO_PRAGMAS: Mapping[str, str] = {}
 CHECKPOINT_AFTER_CHANGES = 500
 """Rows changed between the store's own passive checkpoints (about 1,000 WAL pages)."""
 
-BACKSTOP_PAGES = 2000
-"""WAL pages after which SQLite checkpoints inside a commit, should the background thread lag."""
-
 
 class SqliteStore:
     """A `relay_core.ports.Store` on the SQLite file at `path`, schema-compatible with Keygen Relay.
@@ -55,16 +52,13 @@ class SqliteStore:
         self._checkpoint_lock = threading.Lock()
         self._conn: sqlite3.Connection | None = connect(self.path, self.pragmas)
         self._changes_at_checkpoint = 0
-        self._checkpoint_due = threading.Event()
-        self._checkpoint_thread: threading.Thread | None = None
         self._identity = _identity(self.path)
         try:
             migrate(self._conn, self.path)
             if "wal_autocheckpoint" not in self.pragmas:
-                # Checkpoints run on a background thread (see `_after_commit`), so no request
-                # waits while the WAL is copied and fsynced. SQLite's own checkpoint inside a
-                # commit stays only as a backstop, if writers outpace that thread.
-                self._conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}").fetchall()
+                # Checkpoints run after the lock is released (see `_after_commit`), so no
+                # thread waits on the lock while another's commit copies the WAL and fsyncs.
+                self._conn.execute("PRAGMA wal_autocheckpoint = 0").fetchall()
         except sqlite3.Error as exc:
             self._conn.close()
             raise self._translate(exc) from exc
@@ -127,35 +121,23 @@ class SqliteStore:
         return False
 
     def _after_commit(self, changes: int) -> None:
-        """Ask for a checkpoint once about 1,000 pages may have piled up, as SQLite would.
+        """Checkpoint once about 1,000 pages may have piled up, as SQLite's own default would.
 
         Rows changed stand in for pages written (a claim changes ~5 rows and dirties ~10
-        pages). The checkpoint runs on a background thread: it copies pages and fsyncs for
-        several milliseconds with the GIL released, so neither the lock holder nor the request
-        that crossed the threshold waits for it.
+        pages). It runs outside the store's lock, and is skipped if another thread is already
+        checkpointing.
         """
         if changes - self._changes_at_checkpoint < CHECKPOINT_AFTER_CHANGES:
             return
-        self._changes_at_checkpoint = changes
-        if self._checkpoint_thread is None:
-            with self._checkpoint_lock:
-                if self._checkpoint_thread is None and self._conn is not None:
-                    self._checkpoint_thread = threading.Thread(
-                        target=self._checkpoint_loop, name="relay-sqlite-checkpoint", daemon=True
-                    )
-                    self._checkpoint_thread.start()
-        self._checkpoint_due.set()
-
-    def _checkpoint_loop(self) -> None:
-        while True:
-            self._checkpoint_due.wait()
-            self._checkpoint_due.clear()
-            with self._checkpoint_lock:
-                if self._conn is None:
-                    return
-                # A failure is retried after the next commits; the data is safe in the WAL.
-                with contextlib.suppress(StorageError):
-                    self._checkpoint()
+        if not self._checkpoint_lock.acquire(blocking=False):
+            return
+        try:
+            self._changes_at_checkpoint = changes
+            self._checkpoint()
+        except StorageError:
+            pass  # a failed checkpoint is retried after the next commits; the data is safe
+        finally:
+            self._checkpoint_lock.release()
 
     def checkpoint(self) -> tuple[int, int]:
         """Copy committed WAL pages into the database without blocking anyone (PASSIVE).
@@ -190,10 +172,6 @@ class SqliteStore:
                 self._in_place(self._conn)
                 self._conn.close()
                 self._conn = None
-            thread, self._checkpoint_thread = self._checkpoint_thread, None
-        if thread is not None and thread is not threading.current_thread():
-            self._checkpoint_due.set()  # wakes the loop, which sees the closed store and ends
-            thread.join()
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
