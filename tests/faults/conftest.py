@@ -1,7 +1,7 @@
 """Fault-injection fixtures: real `relay serve` processes on loopback, checked through SQLite.
 
 The servers, workspaces and license files come from the end-to-end suite (tests/e2e). What is
-added here: starting a server with process-level faults (a user, resource limits), keep-alive
+added here: starting a server through a launcher (to drop capabilities or ignore a signal), keep-alive
 clients for storms, a health probe that times `/v1/health` from its own thread, and
 `violations()`, which reads the database directly and lists every broken invariant.
 """
@@ -38,6 +38,7 @@ from tests.e2e.conftest import (
 )
 
 __all__ = [
+    "FaultServer",
     "HealthProbe",
     "KeepAlive",
     "LicenseFile",
@@ -64,32 +65,42 @@ def add_licenses(ws: Workspace, count: int, *, pool: str | None = None) -> list[
     return files
 
 
+@attrs.define
+class FaultServer(Server):
+    """A `relay serve` whose stderr goes to a file, so a flood of log lines can never fill a pipe
+    nobody reads and stall the server."""
+
+    log: Path = attrs.field(kw_only=True)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> tuple[int, str, str]:
+        code, out, _ = super().stop(sig, timeout)
+        return code, out, self.log.read_text(errors="replace")
+
+
 def start_server(
     ws: Workspace,
     *args: str,
     env: Mapping[str, str] | None = None,
     launcher: Sequence[str] = (),
-    user: int | None = None,
     wait: bool = True,
-) -> Server:
-    """`relay serve` on a free loopback port, optionally as another user or through a launcher
-    (a command that ends by exec'ing its arguments, e.g. to ignore a signal first).
+) -> FaultServer:
+    """`relay serve` on a free loopback port, optionally through a launcher (a command that
+    ends by exec'ing its arguments, e.g. after ignoring a signal).
 
-    The caller stops it (`Server.stop` or SIGKILL); `servers` below does it for tests that forget.
+    The caller stops it (`stop()` or SIGKILL); an autouse fixture kills what a test leaves running.
     """
     port = free_port()
-    process = subprocess.Popen(
-        [*launcher, RELAY, "serve", "--bind", "127.0.0.1", "--port", str(port), *args],
-        cwd=ws.root,
-        env=base_env(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        user=user,
-        group=user,
-        extra_groups=[] if user is not None else None,
-    )
-    server = Server(process, "127.0.0.1", port)
+    log = ws.root / f"serve-{port}.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [*launcher, RELAY, "serve", "--bind", "127.0.0.1", "--port", str(port), *args],
+            cwd=ws.root,
+            env=base_env(env),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    server = FaultServer(process, "127.0.0.1", port, log=log)
     _STARTED.append(server)
     if wait:
         server.wait_ready()
@@ -109,7 +120,9 @@ def _stop_started_servers() -> Iterator[None]:
             server = _STARTED.pop()
             if server.process.poll() is None:
                 server.process.send_signal(signal.SIGKILL)
-            server.process.communicate()
+            server.process.wait()
+            if server.process.stdout is not None:
+                server.process.stdout.close()
 
 
 class KeepAlive:

@@ -77,7 +77,7 @@ def test_sigkill_at_random_moments_loses_nothing(ws: Workspace) -> None:
         adder.send_signal(signal.SIGKILL)
         stop.set()
         storm.join(timeout=60)
-        server.process.communicate()
+        server.process.wait()
         _, add_err = adder.communicate()
         assert adder.returncode in (0, -signal.SIGKILL), add_err
 

@@ -78,7 +78,8 @@ def test_sigterm_mid_storm_finishes_in_flight_requests(ws: Workspace) -> None:
     stop.set()
     for thread in threads:
         thread.join(timeout=30)
-    _, err = server.process.communicate()
+    server.process.communicate()
+    err = server.log.read_text()
 
     assert code == 0, err
     assert "Traceback" not in err
