@@ -4,10 +4,10 @@ server, and a full disk.
 Read-only paths: these tests run as root in CI, and root writes anywhere, so the command runs
 through a launcher that drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from its capability
 bounding set; root then obeys file modes like any user. A full disk is simulated with
-RLIMIT_FSIZE (no tmpfs or loop device can be mounted here): the server runs through a launcher
-that ignores SIGXFSZ, so an over-limit write fails with EFBIG instead of killing the process,
-and the limit is set and later raised from outside with prlimit(2), as space freed by an
-operator would be.
+RLIMIT_FSIZE (no tmpfs or loop device can be mounted here). CPython ignores SIGXFSZ at start-up,
+so an over-limit write fails with EFBIG, like a write to a full disk, instead of killing the
+server (`test_python_ignores_sigxfsz` pins that); the limit is set and later raised from
+outside with prlimit(2), as space freed by an operator would be.
 """
 
 from __future__ import annotations
@@ -34,12 +34,6 @@ libc = ctypes.CDLL(None, use_errno=True)
 for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
     if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
         sys.exit(99)
-os.execv(sys.argv[1], sys.argv[1:])
-"""
-
-_IGNORE_SIGXFSZ = """
-import os, signal, sys
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 os.execv(sys.argv[1], sys.argv[1:])
 """
 
@@ -124,9 +118,10 @@ def test_existing_database_in_a_read_only_directory(
     read_only.chmod(0o555)
     run = _serve_once(ws, as_user, "ro/relay.sqlite")
     assert run.returncode == 1
-    lines = run.stderr.splitlines()
-    assert len(lines) == 1
-    assert lines[0].startswith("error: database ro/relay.sqlite is not writable")
+    assert run.stderr.splitlines() == [
+        "error: database ro/relay.sqlite is not writable: directory ro is not writable, and "
+        "SQLite keeps relay.sqlite-wal and relay.sqlite-shm beside the database"
+    ]
     read_only.chmod(0o755)
     assert ws.snapshot(db) == before
 
@@ -196,12 +191,25 @@ def test_database_replaced_while_serving(ws: Workspace) -> None:
     assert ws.query("SELECT guid FROM licenses") == [(replacement.guid,)]
 
 
+def test_python_ignores_sigxfsz(ws: Workspace) -> None:
+    """`relay serve` runs with SIGXFSZ ignored (CPython sets that up), so exceeding a file-size
+    limit is an error to answer, not a signal that kills the server."""
+    server = start_server(ws)
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    ignored = int(
+        next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16
+    )
+    assert ignored & (1 << (signal.SIGXFSZ - 1))
+    code, _, err = server.stop()
+    assert code == 0, err
+
+
 def test_disk_full_answers_500_then_recovers(ws: Workspace) -> None:
     """With writes failing (RLIMIT_FSIZE at the size the files have), claims and releases
     answer 500 with the JSON error, health answers and the server stays up; once the limit is
     raised the same server serves again without a restart, and the database is sound."""
     add_licenses(ws, 40)
-    server = start_server(ws, launcher=[sys.executable, "-c", _IGNORE_SIGXFSZ])
+    server = start_server(ws)
     pid = server.process.pid
     for n in range(10):
         assert server.claim(f"node-{n}").status == 201

@@ -3,7 +3,9 @@
 What can be asserted precisely: a request whose bytes were written to its connection at least
 `SETTLE` seconds before the signal has been read by the server's loop (which reads every
 readable connection at once, whatever the worker threads are doing), so it is in flight and
-must get its complete answer. A request written later may instead find its connection closed
+must get its complete answer. To have many such requests, the test holds the database's write
+lock across the signal (well within the 5 s busy timeout): every node's request is then waiting
+inside the server, in a worker thread or in waitress's queue, when SIGTERM arrives. A request written later may instead find its connection closed
 (refused, reset or closed before any byte of an answer), which a client retries; it must never
 get half an answer or a 5xx. And every answer a node got is true: the database afterwards
 matches each node's last answer.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import http.client
 import random
 import signal
+import sqlite3
 import threading
 import time
 
@@ -71,9 +74,17 @@ def test_sigterm_mid_storm_finishes_in_flight_requests(ws: Workspace) -> None:
     threads = [threading.Thread(target=node, args=(n,)) for n in range(NODES)]
     for thread in threads:
         thread.start()
-    time.sleep(1.5)
+    time.sleep(1.0)
+    # Hold the database's write lock, so that every node's next request is read by the server
+    # and waits inside it: at the signal all 32 are in flight (16 in worker threads, 16 queued).
+    blocker = sqlite3.connect(ws.db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    time.sleep(SETTLE + 0.2)
     signalled = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    blocker.execute("ROLLBACK")
+    blocker.close()
     code = wait_for_exit(server.process, timeout=15)
     stop.set()
     for thread in threads:
@@ -87,8 +98,8 @@ def test_sigterm_mid_storm_finishes_in_flight_requests(ws: Workspace) -> None:
     assert [a for a in early if a.status is None] == []
     assert [a for a in attempts if a.status is not None and a.status >= 500] == []
     assert [a for a in attempts if a.error and "IncompleteRead" in a.error] == []
-    drained = [a for a in attempts if a.status and a.sent < signalled < a.done]
-    assert drained, "no request was in flight at the signal; the test proved nothing"
+    in_flight = [a for a in early if a.done > signalled]
+    assert len(in_flight) == NODES, "not every node had a request in flight at the signal"
 
     assert violations(ws.db) == []
     holders = {

@@ -55,6 +55,12 @@ def _check_location(path: str) -> None:
         )
     if target.exists() and not os.access(target, os.R_OK | os.W_OK):
         raise StorageAccessError(f"database {path} is not writable (permission denied)")
+    wal = Path(f"{path}-wal")
+    if target.exists() and not wal.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise StorageAccessError(
+            f"database {path} is not writable: directory {parent} is not writable, and SQLite "
+            f"keeps {wal.name} and {target.name}-shm beside the database"
+        )
 
 
 def merged_pragmas(overrides: Mapping[str, str]) -> dict[str, str]:
