@@ -183,9 +183,14 @@ METHODS += ["get", "PUTT", "M-SEARCH", "X" * 300, "DEL\tETE"]
 
 
 def _random_target(rng: random.Random) -> str:
-    prefix = rng.choice(["/v1/nodes/", "/v1/health", "/v1/", "/", "//", "/v2/nodes/", ""])
+    """Half the time one node's path with a random segment, else any random path."""
+    if rng.random() < 0.5:
+        prefix, count = "/v1/nodes/", 1
+    else:
+        prefix = rng.choice(["/v1/nodes/", "/v1/health", "/v1/", "/", "//", "/v2/nodes/", ""])
+        count = rng.randrange(0, 4)
     pieces = []
-    for _ in range(rng.randrange(0, 4)):
+    for _ in range(count):
         kind = rng.randrange(5)
         if kind == 0:
             pieces.append("".join(rng.choice("abc-_.~") for _ in range(rng.randrange(1, 20))))
@@ -231,7 +236,7 @@ def test_slow_clients_and_random_requests(ws: Workspace) -> None:
     def flood(worker: int) -> None:
         rng = random.Random(seed + worker)
         for _ in range(750):
-            method = rng.choice(METHODS)
+            method = rng.choice(["PUT", "DELETE"] if rng.random() < 0.5 else METHODS)
             headers = []
             if rng.random() < 0.3:
                 headers.append(f"Relay-Pool: {rng.choice(['prod', 'none', '', 'PROD', 'x' * 500])}")
