@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from relay_core import Strategy
-from relay_core.model import License
+from relay_core.model import License, Node
 from relay_core.ports import Culled
 from relay_core.testing import MemoryStore, StorageContract
 from relay_core.testing.memory import MemoryTransaction
@@ -176,3 +176,19 @@ def test_thread_race_test_catches_an_unserialised_store() -> None:
     assert_contract_fails(
         lambda: race.test_threads_claiming_at_once_never_share_a_license(Unserialised())
     )
+
+
+class NodeLeaseForgetsTheLicense(MemoryTransaction):
+    def get_node_lease(self, fingerprint: str) -> tuple[Node, License | None] | None:
+        node = self.get_active_node(fingerprint)
+        return None if node is None else (node, None)
+
+
+def test_node_lease_test_catches_a_store_that_loses_the_holding() -> None:
+    """A get_node_lease that never reports the held license fails the contract, in both tests."""
+    store = store_of(NodeLeaseForgetsTheLicense)
+    contract = contract_for(store)
+    assert_contract_fails(
+        lambda: contract.test_node_lease_reads_the_active_node_with_its_license(store())
+    )
+    assert_contract_fails(contract.test_relay_matches_the_reference_model)

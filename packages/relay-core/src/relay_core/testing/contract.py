@@ -285,6 +285,25 @@ class StorageContract:
 
     # -- nodes ------------------------------------------------------------------------------
 
+    def test_node_lease_reads_the_active_node_with_its_license(self, store: Store) -> None:
+        """get_node_lease: None for unknown or inactive nodes, else the node and what it holds."""
+        self._fill(store, [T0, T0 + 1])
+        with store.transaction() as tx:
+            assert tx.get_node_lease("nobody") is None
+            idle = tx.activate_node("idle", T0)
+            holder = tx.activate_node("holder", T0)
+            tx.heartbeat_node(holder.id, T0 + 2)
+            leased = tx.lease_free_license(None, holder.id, Strategy.LIFO, T0, random.Random(0))
+            assert leased is not None
+            assert tx.get_node_lease("idle") == (idle, None)
+            assert tx.get_node_lease("holder") == (
+                attrs.evolve(holder, last_heartbeat_at=T0 + 2),
+                leased,
+            )
+            tx.release_license(leased.id, T0 + 3)
+            tx.deactivate_node(holder.id, T0 + 3)
+            assert tx.get_node_lease("holder") is None
+
     def test_node_lifecycle_keeps_its_row(self, store: Store) -> None:
         """A node is activated, heartbeated, deactivated, and reactivated with the same id."""
         with store.transaction() as tx:
