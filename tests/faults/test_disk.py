@@ -3,15 +3,18 @@ server, and a full disk.
 
 Read-only paths: these tests run as root in CI, and root writes anywhere, so the command runs
 through a launcher that drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from its capability
-bounding set; root then obeys file modes like any user. A full disk is simulated with
-RLIMIT_FSIZE (no tmpfs or loop device can be mounted here). CPython ignores SIGXFSZ at start-up,
-so an over-limit write fails with EFBIG, like a write to a full disk, instead of killing the
-server (`test_python_ignores_sigxfsz` pins that); the limit is set and later raised from
-outside with prlimit(2), as space freed by an operator would be.
+bounding set; root then obeys file modes like any user.
+
+A full disk, two ways. A 4 MiB tmpfs mounted for the test and filled up (ENOSPC; skipped where
+mounting is not allowed). And, everywhere, a file-size limit: CPython ignores SIGXFSZ at
+start-up, so a write beyond RLIMIT_FSIZE fails with EFBIG instead of killing the server
+(`test_python_ignores_sigxfsz` pins that); the limit is set and later raised from outside with
+prlimit(2), as space freed by an operator would be.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -237,3 +240,71 @@ def test_disk_full_answers_500_then_recovers(ws: Workspace) -> None:
     assert code == 0, err
     assert "Traceback" not in err
     assert violations(ws.db) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs mounted for the test (skipped where mounting is not allowed)."""
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "--lazy", str(mountpoint)], check=False)
+
+
+def _fill(path: Path) -> None:
+    with path.open("wb", buffering=0) as filler:
+        with contextlib.suppress(OSError):  # ENOSPC: the disk is full
+            while True:
+                filler.write(b"\0" * 65536)
+        with contextlib.suppress(OSError):
+            while True:
+                filler.write(b"\0" * 512)
+
+
+def test_full_disk_answers_500_then_recovers(ws: Workspace, small_disk: Path) -> None:
+    """On a really full disk (ENOSPC): `relay add` fails with one line and changes nothing;
+    claims and releases answer 500 JSON while health answers; once space is freed the same
+    server serves again without a restart, and the database is sound."""
+    database = str(small_disk / "relay.sqlite")
+    first = [ws.license(f"disk-{i}") for i in range(10)]
+    ws.add(*first, database=database)
+    server = start_server(ws, "--database", database)
+    assert server.claim("node-0").status == 201
+    filler = small_disk / "filler"
+    _fill(filler)
+
+    late = ws.license("late")
+    run = ws.relay(
+        "add",
+        "--public-key",
+        ws.public_key,
+        "--file",
+        late.path.name,
+        "--key",
+        late.key,
+        "--database",
+        database,
+    )
+    assert run.code == 1
+    assert run.err_lines == [f"error: cannot write database {database} (database or disk is full)"]
+    answers = [server.claim(f"node-{n}") for n in range(1, 6)] + [server.release("node-0")]
+    assert {(a.status, a.body) for a in answers[:-1]} == {(500, CLAIM_FAILED)}
+    assert (answers[-1].status, answers[-1].body) == (500, RELEASE_FAILED)
+    assert server.request("GET", "/v1/health").status == 200
+
+    filler.unlink()
+    assert server.claim("node-1").status == 201
+    assert server.release("node-0").status == 204
+    code, _, err = server.stop()
+    assert code == 0, err
+    assert violations(Path(database)) == []
+    assert ws.query("SELECT count(*) FROM licenses", db=Path(database)) == [(10,)]
