@@ -12,7 +12,8 @@ What it does:
    releases and re-claims with probability `--churn` (1%), and goes silent for ttl + 10 s with
    probability `--die` (0.2%), so the reaper culls it, after which it claims again. Requests
    run on `--workers` threads, each with its own keep-alive connection.
-3. Every 10 s it samples the server process: resident memory (VmRSS), open file descriptors
+3. Every 10 s it samples the server process: resident memory (VmRSS, and RssAnon, the heap,
+   which holds SQLite's page cache), the database file's size, open file descriptors
    (/proc/PID/fd), threads, and the p99 latency, request count and errors of the interval.
    An error is a connection failure or any status other than 201, 202 or 204.
 4. At the end it stops the server with SIGTERM (it must exit 0), checks the database (integrity
@@ -104,22 +105,22 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit("relay serve did not become healthy")
 
 
-def proc_stats(pid: int) -> tuple[int, int, int]:
-    """(RSS in KiB, open file descriptors, threads) of process `pid`, from /proc."""
-    rss = threads = 0
+def proc_stats(pid: int) -> tuple[int, int, int, int]:
+    """(RSS KiB, anonymous RSS KiB, open file descriptors, threads) of process `pid`."""
+    fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1])
-        elif line.startswith("Threads:"):
-            threads = int(line.split()[1])
+        key, _, value = line.partition(":")
+        fields[key] = value.split()[0] if value.split() else "0"
     fds = len(os.listdir(f"/proc/{pid}/fd"))
-    return rss, fds, threads
+    return int(fields["VmRSS"]), int(fields["RssAnon"]), fds, int(fields["Threads"])
 
 
 @dataclass
 class Sample:
     t: float
     rss_kib: int
+    anon_kib: int
+    db_kib: int
     fds: int
     threads: int
     requests: int
@@ -251,6 +252,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--warmup", type=float, help="minutes excluded from growth checks")
     parser.add_argument("--json", type=Path, help="also write the samples here")
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        help="extra argument for relay serve, e.g. --serve-arg=--pragma=cache_size=-2000",
+    )
     args = parser.parse_args()
     warmup = args.warmup if args.warmup is not None else min(2.0, args.minutes / 5)
 
@@ -275,13 +282,14 @@ def main() -> int:
                     f"{args.ttl}s",
                     "--cull-interval",
                     f"{CULL_INTERVAL}s",
+                    *args.serve_arg,
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
             )
         try:
             wait_healthy(port, server)
-            samples = soak(args, port, server.pid, warmup)
+            samples = soak(args, port, server.pid, db)
         finally:
             server.send_signal(signal.SIGTERM)
             try:
@@ -305,7 +313,7 @@ def main() -> int:
     return 0 if not verdict else 1
 
 
-def soak(args: argparse.Namespace, port: int, pid: int, warmup: float) -> list[Sample]:
+def soak(args: argparse.Namespace, port: int, pid: int, db: Path) -> list[Sample]:
     started = time.monotonic()
     load = Load(
         port=port,
@@ -322,7 +330,7 @@ def soak(args: argparse.Namespace, port: int, pid: int, warmup: float) -> list[S
         thread.start()
     samples: list[Sample] = []
     print(
-        f"{'t (s)':>6} {'RSS MiB':>8} {'fds':>5} {'thr':>4} {'req':>6} {'err':>4} "
+        f"{'t (s)':>6} {'RSS MiB':>8} {'anon':>6} {'db MiB':>7} {'fds':>5} {'thr':>4} {'req':>6} {'err':>4} "
         f"{'p50 ms':>7} {'p99 ms':>7}  (err: errors so far)"
     )
     next_sample = started + SAMPLE_SECONDS
@@ -330,11 +338,14 @@ def soak(args: argparse.Namespace, port: int, pid: int, warmup: float) -> list[S
         time.sleep(max(0.0, min(next_sample, load.end) - time.monotonic()))
         next_sample += SAMPLE_SECONDS
         latencies, count, errors = load.drain()
-        rss, fds, nthreads = proc_stats(pid)
+        rss, anon, fds, nthreads = proc_stats(pid)
+        db_kib = db.stat().st_size // 1024
         cuts = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [0.0] * 99
         sample = Sample(
             t=round(time.monotonic() - started, 1),
             rss_kib=rss,
+            anon_kib=anon,
+            db_kib=db_kib,
             fds=fds,
             threads=nthreads,
             requests=count,
@@ -344,7 +355,7 @@ def soak(args: argparse.Namespace, port: int, pid: int, warmup: float) -> list[S
         )
         samples.append(sample)
         print(
-            f"{sample.t:6.0f} {rss / 1024:8.1f} {fds:5d} {nthreads:4d} {count:6d} "
+            f"{sample.t:6.0f} {rss / 1024:8.1f} {anon / 1024:6.1f} {db_kib / 1024:7.1f} {fds:5d} {nthreads:4d} {count:6d} "
             f"{errors:4d} {sample.p50_ms:7.2f} {sample.p99_ms:7.2f}",
             flush=True,
         )
