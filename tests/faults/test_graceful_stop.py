@@ -4,11 +4,12 @@ What can be asserted precisely: a request whose bytes were written to its connec
 `SETTLE` seconds before the signal has been read by the server's loop (which reads every
 readable connection at once, whatever the worker threads are doing), so it is in flight and
 must get its complete answer. To have many such requests, the test holds the database's write
-lock across the signal (well within the 5 s busy timeout): every node's request is then waiting
-inside the server, in a worker thread or in waitress's queue, when SIGTERM arrives. A request written later may instead find its connection closed
-(refused, reset or closed before any byte of an answer), which a client retries; it must never
-get half an answer or a 5xx. And every answer a node got is true: the database afterwards
-matches each node's last answer.
+lock across the signal (well within the 5 s busy timeout): every node's request is then
+waiting inside the server, in a worker thread or in waitress's queue, when SIGTERM arrives.
+A request written later may instead find its connection closed (refused, reset or closed
+before any byte of an answer), which a client retries; it must never get half an answer or a
+5xx. And every answer a node got is true: the database afterwards matches each node's last
+answer.
 """
 
 from __future__ import annotations
