@@ -321,25 +321,18 @@ def unlock(
     )
     if record.fingerprint != lock.fingerprint:
         raise UnlockError("machine file fingerprint mismatch")
-    if lock.platform is not None:
+    checks = (
+        ("platform", lock.platform, machine.platform, record.platform),
+        ("hostname", lock.hostname, machine.hostname, record.hostname),
+        ("ip", lock.ip, machine.private_ip, record.ip),
+    )
+    for name, locked, read, recorded in checks:
+        if locked is None:
+            continue
         try:
-            platform = machine.platform()
+            actual = read()
         except MachineError as exc:
-            raise UnlockError(f"machine could not determine platform: {exc}") from None
-        if not record.platform == platform == lock.platform:
-            raise UnlockError("machine file platform mismatch")
-    if lock.hostname is not None:
-        try:
-            hostname = machine.hostname()
-        except MachineError as exc:
-            raise UnlockError(f"machine could not determine hostname: {exc}") from None
-        if not record.hostname == hostname == lock.hostname:
-            raise UnlockError("machine file hostname mismatch")
-    if lock.ip is not None:
-        try:
-            ip = machine.private_ip()
-        except MachineError as exc:
-            raise UnlockError(f"machine could not determine ip: {exc}") from None
-        if not record.ip == ip == lock.ip:
-            raise UnlockError("machine file ip mismatch")
+            raise UnlockError(f"machine could not determine {name}: {exc}") from None
+        if not recorded == actual == locked:
+            raise UnlockError(f"machine file {name} mismatch")
     return record
