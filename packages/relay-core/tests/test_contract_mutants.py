@@ -180,7 +180,7 @@ def test_thread_race_test_catches_an_unserialised_store() -> None:
 
 class NodeLeaseForgetsTheLicense(MemoryTransaction):
     def get_node_lease(self, fingerprint: str) -> tuple[Node, License | None] | None:
-        node = self.get_active_node(fingerprint)
+        node = self._active_node(fingerprint)
         return None if node is None else (node, None)
 
 

@@ -123,7 +123,9 @@ def test_rows_written_at_each_version_survive_the_migration(tmp_path: Path, vers
         with store.transaction() as tx:
             held = tx.get_license("guid-1")
             free = tx.get_license("guid-2")
-            node = tx.get_active_node("fp-1")
+            lease = tx.get_node_lease("fp-1")
+            assert lease is not None
+            node = lease[0]
             assert held is not None
             assert free is not None
             assert node is not None

@@ -221,10 +221,6 @@ class SqliteTransaction:
     def delete_license(self, license_id: int) -> None:
         self._all("DELETE FROM licenses WHERE id = ?", (license_id,))
 
-    def license_held_by(self, node_id: int) -> License | None:
-        row = self._one(f"SELECT {_LICENSE} FROM licenses WHERE node_id = ?", (node_id,))
-        return _license(row) if row else None
-
     def has_free_license(self, pool_id: int | None, now: int) -> bool:
         row = self._one(_HAS_FREE[pool_id is None], {"pool": pool_id, "now": now})
         return bool(row[0])
@@ -273,13 +269,6 @@ class SqliteTransaction:
         )
 
     # nodes
-    def get_active_node(self, fingerprint: str) -> Node | None:
-        row = self._one(
-            f"SELECT {_NODE} FROM nodes WHERE fingerprint = ? AND deactivated_at IS NULL",
-            (fingerprint,),
-        )
-        return _node(row) if row else None
-
     def get_node_lease(self, fingerprint: str) -> tuple[Node, License | None] | None:
         row = self._one(_NODE_LEASE, (fingerprint,))
         if row is None:

@@ -150,7 +150,7 @@ class StorageContract:
         with store.transaction() as tx:
             assert tx.list_pools() == []
             assert tx.list_licenses(ANY_POOL) == []
-            assert tx.get_active_node("n") is None
+            assert tx.get_node_lease("n") is None
             assert tx.read_audit(AuditQuery()) == []
 
     def test_list_filters_by_pool_in_insertion_order(self, store: Store) -> None:
@@ -275,9 +275,9 @@ class StorageContract:
             leased = tx.lease_free_license(None, node.id, Strategy.FIFO, T0 + 5, random.Random(0))
             assert leased is not None
             assert (leased.node_id, leased.claims, leased.last_claimed_at) == (node.id, 1, T0 + 5)
-            assert tx.license_held_by(node.id) == leased
+            assert tx.get_node_lease("n") == (node, leased)
             tx.release_license(leased.id, T0 + 9)
-            assert tx.license_held_by(node.id) is None
+            assert tx.get_node_lease("n") == (node, None)
         with store.transaction() as tx:
             got = tx.get_license(leased.guid)
             assert got is not None
@@ -311,9 +311,9 @@ class StorageContract:
             assert node.active
             assert node.created_at == T0
             tx.heartbeat_node(node.id, T0 + 3)
-            assert tx.get_active_node("fp") == attrs.evolve(node, last_heartbeat_at=T0 + 3)
+            assert tx.get_node_lease("fp") == (attrs.evolve(node, last_heartbeat_at=T0 + 3), None)
             tx.deactivate_node(node.id, T0 + 4)
-            assert tx.get_active_node("fp") is None
+            assert tx.get_node_lease("fp") is None
             gone = tx.get_node(node.id)
             assert gone is not None
             assert gone.deactivated_at == T0 + 4
@@ -344,7 +344,7 @@ class StorageContract:
         assert {c.node_id for c in culled} == {nodes[0].id, nodes[1].id, nodes[2].id}
         assert all(c.pool_id == pool.id and c.license_id is not None for c in culled)
         with store.transaction() as tx:
-            assert tx.get_active_node("n3") is not None
+            assert tx.get_node_lease("n3") is not None
             assert all(lic.node_id is None for lic in tx.list_licenses(ANY_POOL))
             assert all(lic.last_released_at == T0 + 50 for lic in tx.list_licenses(ANY_POOL))
             n0 = tx.get_node(nodes[0].id)

@@ -100,7 +100,7 @@ class MemoryTransaction:
     def delete_license(self, license_id: int) -> None:
         self._t.licenses.pop(license_id, None)
 
-    def license_held_by(self, node_id: int) -> License | None:
+    def _held_by(self, node_id: int) -> License | None:
         return next((lic for lic in self._t.licenses.values() if lic.node_id == node_id), None)
 
     def _free(self, pool_id: int | None, now: int) -> list[License]:
@@ -136,14 +136,14 @@ class MemoryTransaction:
         self._t.licenses[license_id] = attrs.evolve(lic, node_id=None, last_released_at=now)
 
     # nodes
-    def get_active_node(self, fingerprint: str) -> Node | None:
+    def _active_node(self, fingerprint: str) -> Node | None:
         return next(
             (n for n in self._t.nodes.values() if n.fingerprint == fingerprint and n.active), None
         )
 
     def get_node_lease(self, fingerprint: str) -> tuple[Node, License | None] | None:
-        node = self.get_active_node(fingerprint)
-        return None if node is None else (node, self.license_held_by(node.id))
+        node = self._active_node(fingerprint)
+        return None if node is None else (node, self._held_by(node.id))
 
     def activate_node(self, fingerprint: str, now: int) -> Node:
         for existing in self._t.nodes.values():
@@ -175,7 +175,7 @@ class MemoryTransaction:
         ][:limit]
         culled = []
         for node in dead:
-            held = self.license_held_by(node.id)
+            held = self._held_by(node.id)
             if held is not None:
                 self.release_license(held.id, now)
             self.deactivate_node(node.id, now)
