@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from relay_core import (
@@ -11,6 +13,7 @@ from relay_core import (
     ClaimConflictError,
     ClaimNotFoundError,
     ClaimStatus,
+    CombiningStore,
     DecryptionError,
     DuplicateLicenseError,
     EventType,
@@ -21,6 +24,7 @@ from relay_core import (
     NoLicensesAvailableError,
     PoolNotFoundError,
     Relay,
+    Transaction,
     VerificationError,
 )
 from relay_core.testing import FrozenClock, LicenseWriter, MemoryStore, tamper
@@ -29,6 +33,7 @@ from relay_core.testing.clock import to_timestamp
 from .conftest import BEFORE_EXPIRY, LICENSE_1_GUID, LICENSE_1_KEY, LICENSE_2_KEY
 
 NOW = to_timestamp("2026-11-28T12:00:00Z")
+T = TypeVar("T")
 
 
 def make(clock: FrozenClock | None = None, **options: object) -> Relay:
@@ -257,3 +262,39 @@ def test_cull_uses_one_cutoff_and_spares_fresh_heartbeats(writer: LicenseWriter)
     assert relay.claim("young").status is ClaimStatus.EXTENDED
     with pytest.raises(ClaimNotFoundError):
         relay.release("old")
+
+
+class _CombiningMemoryStore(MemoryStore):
+    """A `CombiningStore`: counts the work handed to `run`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs = 0
+
+    def run(self, work: Callable[[Transaction], T]) -> T:
+        self.runs += 1
+        with self.transaction() as tx:
+            return work(tx)
+
+
+def test_claim_release_and_cull_hand_their_work_to_a_combining_store(
+    writer: LicenseWriter,
+) -> None:
+    store: CombiningStore = _CombiningMemoryStore()
+    assert isinstance(store, _CombiningMemoryStore)
+    clock = FrozenClock(NOW)
+    relay = Relay(store, clock=clock)
+    relay.add_license(*lic(writer, "A"), public_key=writer.public_key)
+    relay.add_license(*lic(writer, "B"), public_key=writer.public_key)
+    assert store.runs == 0  # the vendor's commands keep to transaction()
+    assert relay.claim("n1").status is ClaimStatus.CREATED
+    assert relay.claim("n1").status is ClaimStatus.EXTENDED
+    assert relay.claim("n2").status is ClaimStatus.CREATED
+    with pytest.raises(NoLicensesAvailableError):
+        relay.claim("n3")
+    assert store.runs == 4
+    assert relay.release("n2").node_id is None
+    assert store.runs == 5
+    clock.advance(relay.ttl)
+    assert relay.cull().released == 1
+    assert store.runs == 6

@@ -43,7 +43,16 @@ from .model import (
     Pool,
     Strategy,
 )
-from .ports import ANY_POOL, AuditQuery, Clock, Culled, LicenseVerifier, Store, Transaction
+from .ports import (
+    ANY_POOL,
+    AuditQuery,
+    Clock,
+    CombiningStore,
+    Culled,
+    LicenseVerifier,
+    Store,
+    Transaction,
+)
 from .service import CullReport, LicenseSource, Relay, SystemClock
 
 try:
@@ -61,6 +70,7 @@ __all__ = [
     "ClaimNotFoundError",
     "ClaimStatus",
     "Clock",
+    "CombiningStore",
     "Culled",
     "CullReport",
     "DecryptionError",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar, cast
 
 import attrs
 
@@ -41,6 +42,8 @@ from .ports import (
     ANY_POOL,
     AuditQuery,
     Clock,
+    CombiningStore,
+    Culled,
     LicenseVerifier,
     PoolFilter,
     Store,
@@ -49,6 +52,8 @@ from .ports import (
 )
 
 __all__ = ["CullReport", "LicenseSource", "Relay", "SystemClock", "read_license_source"]
+
+T = TypeVar("T")
 
 LicenseSource = str | os.PathLike[str] | bytes
 """A license file given as a path, or as its bytes."""
@@ -113,9 +118,20 @@ class Relay:
     audit: bool = attrs.field(default=True, kw_only=True)
     rng: random.Random = attrs.field(factory=random.Random, kw_only=True)
     verifier: VerifierFactory = attrs.field(default=_keygen_factory, kw_only=True)
+    _combines: bool = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._combines = callable(getattr(self.store, "run", None))
 
     def _now(self) -> int:
         return int(self.clock.now())
+
+    def _run(self, work: Callable[[Transaction], T]) -> T:
+        """`work` in one transaction: handed to the store if it combines concurrent work."""
+        if self._combines:
+            return cast(CombiningStore, self.store).run(work)
+        with self.store.transaction() as tx:
+            return work(tx)
 
     def _audit(self, tx: Transaction, entries: Sequence[AuditEntry]) -> None:
         if self.audit and entries:
@@ -294,57 +310,75 @@ class Relay:
         `NoLicensesAvailableError`.
         """
         now = self._now()
-        with self.store.transaction() as tx:
-            pool_id = self._pool_id(tx, pool)
-            found = tx.get_node_lease(fingerprint)
-            entries: list[AuditEntry] = []
-            if found is not None:
-                node, held = found
-                if held is not None:
-                    if held.pool_id != pool_id:
-                        if tx.has_free_license(pool_id, now):
-                            raise ClaimConflictError()
-                        raise NoLicensesAvailableError()
-                    if not self.heartbeats:
+        return self._run(lambda tx: self._claim(tx, fingerprint, pool, now))
+
+    def _claim(self, tx: Transaction, fingerprint: str, pool: str | None, now: int) -> Lease:
+        pool_id = self._pool_id(tx, pool)
+        found = tx.get_node_lease(fingerprint)
+        entries: list[AuditEntry] = []
+        if found is not None:
+            node, held = found
+            if held is not None:
+                if held.pool_id != pool_id:
+                    if tx.has_free_license(pool_id, now):
                         raise ClaimConflictError()
-                    tx.heartbeat_node(node.id, now)
-                    self._audit(
-                        tx,
-                        [
-                            AuditEntry(
-                                EventType.LICENSE_LEASE_EXTENDED,
-                                EntityType.LICENSE,
-                                held.id,
-                                pool_id,
-                                now,
-                            ),
-                            AuditEntry(
-                                EventType.NODE_HEARTBEAT_PING,
-                                EntityType.NODE,
-                                node.id,
-                                pool_id,
-                                now,
-                            ),
-                        ],
-                    )
-                    node = attrs.evolve(node, last_heartbeat_at=now)
-                    return Lease(ClaimStatus.EXTENDED, held, node, now + self.ttl, self.ttl)
-            else:
-                node = tx.activate_node(fingerprint, now)
-                entries.append(
-                    AuditEntry(EventType.NODE_ACTIVATED, EntityType.NODE, node.id, pool_id, now)
+                    raise NoLicensesAvailableError()
+                if not self.heartbeats:
+                    raise ClaimConflictError()
+                tx.heartbeat_node(node.id, now)
+                self._audit(
+                    tx,
+                    [
+                        AuditEntry(
+                            EventType.LICENSE_LEASE_EXTENDED,
+                            EntityType.LICENSE,
+                            held.id,
+                            pool_id,
+                            now,
+                        ),
+                        AuditEntry(
+                            EventType.NODE_HEARTBEAT_PING,
+                            EntityType.NODE,
+                            node.id,
+                            pool_id,
+                            now,
+                        ),
+                    ],
                 )
-            lic = tx.lease_free_license(pool_id, node.id, self.strategy, now, self.rng)
-            if lic is None:
-                raise NoLicensesAvailableError()
-            tx.heartbeat_node(node.id, now)
-            entries += [
-                AuditEntry(EventType.LICENSE_LEASED, EntityType.LICENSE, lic.id, pool_id, now),
-                AuditEntry(EventType.NODE_HEARTBEAT_PING, EntityType.NODE, node.id, pool_id, now),
-            ]
-            self._audit(tx, entries)
-            node = attrs.evolve(node, last_heartbeat_at=now)
-            return Lease(ClaimStatus.CREATED, lic, node, now + self.ttl, self.ttl)
+                node = attrs.evolve(node, last_heartbeat_at=now)
+                return Lease(ClaimStatus.EXTENDED, held, node, now + self.ttl, self.ttl)
+        else:
+            node = tx.activate_node(fingerprint, now)
+            entries.append(
+                AuditEntry(EventType.NODE_ACTIVATED, EntityType.NODE, node.id, pool_id, now)
+            )
+        lic = tx.lease_free_license(pool_id, node.id, self.strategy, now, self.rng)
+        if lic is None:
+            raise NoLicensesAvailableError()
+        tx.heartbeat_node(node.id, now)
+        entries += [
+            AuditEntry(EventType.LICENSE_LEASED, EntityType.LICENSE, lic.id, pool_id, now),
+            AuditEntry(EventType.NODE_HEARTBEAT_PING, EntityType.NODE, node.id, pool_id, now),
+        ]
+        self._audit(tx, entries)
+        node = attrs.evolve(node, last_heartbeat_at=now)
+        return Lease(ClaimStatus.CREATED, lic, node, now + self.ttl, self.ttl)
+
+    def _cull_batch(self, tx: Transaction, cutoff: int, now: int) -> list[Culled]:
+        batch = tx.cull_batch(cutoff, now, CULL_BATCH)
+        entries = [
+            AuditEntry(
+                EventType.LICENSE_LEASE_EXPIRED, EntityType.LICENSE, c.license_id, c.pool_id, now
+            )
+            for c in batch
+            if c.license_id is not None
+        ]
+        entries += [
+            AuditEntry(EventType.NODE_CULLED, EntityType.NODE, c.node_id, c.pool_id, now)
+            for c in batch
+        ]
+        self._audit(tx, entries)
+        return batch
 
     @staticmethod
     def _release_events(
@@ -361,18 +395,21 @@ class Relay:
         Raises `ClaimNotFoundError` (checked first, as Keygen Relay does) or `PoolNotFoundError`.
         """
         now = self._now()
-        with self.store.transaction() as tx:
-            found = tx.get_node_lease(fingerprint)
-            if found is None:
-                raise ClaimNotFoundError()
-            pool_id = self._pool_id(tx, pool)
-            node, held = found
-            if held is None or held.pool_id != pool_id:
-                raise ClaimNotFoundError()
-            tx.release_license(held.id, now)
-            tx.deactivate_node(node.id, now)
-            self._audit(tx, self._release_events(held.id, node.id, pool_id, now))
+        held = self._run(lambda tx: self._release(tx, fingerprint, pool, now))
         return attrs.evolve(held, node_id=None, last_released_at=now)
+
+    def _release(self, tx: Transaction, fingerprint: str, pool: str | None, now: int) -> License:
+        found = tx.get_node_lease(fingerprint)
+        if found is None:
+            raise ClaimNotFoundError()
+        pool_id = self._pool_id(tx, pool)
+        node, held = found
+        if held is None or held.pool_id != pool_id:
+            raise ClaimNotFoundError()
+        tx.release_license(held.id, now)
+        tx.deactivate_node(node.id, now)
+        self._audit(tx, self._release_events(held.id, node.id, pool_id, now))
+        return held
 
     def cull(self) -> CullReport:
         """Free every lease whose node missed heartbeats for the TTL, and deactivate those nodes.
@@ -384,24 +421,7 @@ class Relay:
         cutoff = now - self.ttl
         released = culled = 0
         while True:
-            with self.store.transaction() as tx:
-                batch = tx.cull_batch(cutoff, now, CULL_BATCH)
-                entries = [
-                    AuditEntry(
-                        EventType.LICENSE_LEASE_EXPIRED,
-                        EntityType.LICENSE,
-                        c.license_id,
-                        c.pool_id,
-                        now,
-                    )
-                    for c in batch
-                    if c.license_id is not None
-                ]
-                entries += [
-                    AuditEntry(EventType.NODE_CULLED, EntityType.NODE, c.node_id, c.pool_id, now)
-                    for c in batch
-                ]
-                self._audit(tx, entries)
+            batch = self._run(lambda tx: self._cull_batch(tx, cutoff, now))
             released += sum(1 for c in batch if c.license_id is not None)
             culled += len(batch)
             if len(batch) < CULL_BATCH:

@@ -5,6 +5,11 @@ One connection per store, guarded by a first-come-first-served lock taken in fro
 lock instead of SQLite's busy handler (which sleeps 1, 2, 5 … 100 ms) keeps tail latency low,
 and one connection keeps one warm page cache. Other processes (`relay add` while `relay serve`
 runs) wait on `busy_timeout`.
+
+Work handed to `run` is combined: the first caller becomes the leader and runs everything queued
+meanwhile in one transaction, each piece under its own savepoint, while the others sleep until
+their piece is committed. A server's threads then take turns at the connection without each
+waking the next, and share one BEGIN, one COMMIT and one write of each page they all touch.
 """
 
 from __future__ import annotations
@@ -13,9 +18,9 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from relay_core.errors import StorageAccessError, StorageError
 
@@ -25,6 +30,8 @@ from .fairlock import FairLock
 from .transaction import SqliteTransaction
 
 __all__ = ["SqliteStore", "open_store"]
+
+T = TypeVar("T")
 
 _NO_PRAGMAS: Mapping[str, str] = {}
 
@@ -48,6 +55,9 @@ class SqliteStore:
         self._busy_ms = _busy_ms(self.pragmas)
         self._lock = FairLock()
         self._owner: int | None = None
+        self._queue_mutex = threading.Lock()
+        self._queue: list[_Slot] = []
+        self._leading = False
         self._checkpointer: sqlite3.Connection | None = None
         self._checkpoint_lock = threading.Lock()
         self._conn: sqlite3.Connection | None = connect(self.path, self.pragmas)
@@ -105,6 +115,107 @@ class SqliteStore:
             finally:
                 self._owner = None
         self._after_commit(changes)
+
+    def run(self, work: Callable[[SqliteTransaction], T]) -> T:
+        """`work(tx)` in a transaction, committed before this returns (`CombiningStore`).
+
+        If `work` raises, its changes alone are rolled back and the exception is re-raised
+        here; if the shared commit fails, every call it covered raises the `StorageError`.
+        """
+        if self._owner == threading.get_ident():
+            raise StorageError(f"database {self.path}: nested transactions are not supported")
+        slot = _Slot(work)
+        with self._queue_mutex:
+            self._queue.append(slot)
+            follow = self._leading
+            self._leading = True
+        if follow:
+            slot.gate.acquire()  # released once our work is done, or to make us the leader
+        if not slot.finished:
+            self._lead(slot)
+        return slot.outcome()  # type: ignore[no-any-return]
+
+    def _lead(self, mine: _Slot) -> None:
+        """Run the queued work as one transaction, wake its callers, and pass the lead on."""
+        batch: list[_Slot] = []
+        changes = None
+        try:
+            with self._lock:
+                with self._queue_mutex:
+                    batch, self._queue = self._queue, []
+                self._owner = threading.get_ident()
+                try:
+                    changes = self._run_batch(batch)
+                finally:
+                    self._owner = None
+        finally:
+            with self._queue_mutex:
+                if mine in self._queue:  # interrupted before taking the batch
+                    self._queue.remove(mine)
+                successor = self._queue[0] if self._queue else None
+                self._leading = successor is not None
+            for slot in batch:
+                if not slot.finished:  # only if _run_batch itself was interrupted
+                    slot.fail(StorageError(f"database {self.path}: transaction interrupted"))
+                if slot is not mine:
+                    slot.gate.release()
+            if successor is not None:
+                successor.gate.release()
+        if changes is not None:
+            self._after_commit(changes)
+
+    def _run_batch(self, batch: list[_Slot]) -> int | None:
+        """Each slot's work under a savepoint of one transaction; the total changes if committed."""
+        conn = self._conn
+        try:
+            if conn is None:
+                raise StorageError(f"database {self.path} is closed")
+            if not self._in_place(conn):
+                raise StorageAccessError(
+                    f"database {self.path} was deleted or replaced while in use; "
+                    "restart relay to open the file now at that path"
+                )
+            conn.execute("BEGIN IMMEDIATE")
+        except (sqlite3.Error, StorageError) as exc:
+            error = self._translate(exc) if isinstance(exc, sqlite3.Error) else exc
+            for slot in batch:
+                slot.fail(error)
+            return None
+        tx = SqliteTransaction(conn, self._translate)
+        done: list[_Slot] = []
+        for index, slot in enumerate(batch):
+            try:
+                if done:
+                    conn.execute("SAVEPOINT work")
+                slot.succeed(slot.work(tx))
+                done.append(slot)
+            except BaseException as exc:
+                slot.fail(self._translate(exc) if isinstance(exc, sqlite3.Error) else exc)
+                try:
+                    if done:
+                        conn.execute("ROLLBACK TO work")
+                    else:
+                        conn.execute("ROLLBACK")
+                        conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as undo:
+                    # SQLite may have rolled back the whole transaction itself (a full disk,
+                    # an I/O error): the work done so far is gone, and nothing more can run.
+                    lost = self._translate(undo)
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    for other in done + batch[index + 1 :]:
+                        other.fail(lost)
+                    return None
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            failed = self._translate(exc)
+            for slot in done:
+                slot.fail(failed)
+            return None
+        return conn.total_changes
 
     def _in_place(self, conn: sqlite3.Connection) -> bool:
         """Whether the file at `path` is still the one opened (same device and inode).
@@ -177,6 +288,31 @@ class SqliteStore:
         return f"SqliteStore({self.path!r})"
 
 
+class _Slot:
+    """One caller's work in `SqliteStore.run`, its outcome, and the gate its thread sleeps on."""
+
+    __slots__ = ("error", "finished", "gate", "value", "work")
+
+    def __init__(self, work: Callable[[SqliteTransaction], Any]) -> None:
+        self.work = work
+        self.gate = threading.Lock()
+        self.gate.acquire()
+        self.finished = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def succeed(self, value: Any) -> None:
+        self.value, self.finished = value, True
+
+    def fail(self, error: BaseException) -> None:
+        self.value, self.error, self.finished = None, error, True
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 def _identity(path: str) -> tuple[int, int] | None:
     """(device, inode) of the database file; None if there is none (or it is in memory)."""
     if path == ":memory:" or path.startswith("file:"):
@@ -197,6 +333,7 @@ def open_store(database: str, *, pragmas: Mapping[str, str] = _NO_PRAGMAS) -> Sq
 
 
 if TYPE_CHECKING:
-    from relay_core.ports import Store
+    from relay_core.ports import CombiningStore, Store
 
     _: type[Store] = SqliteStore
+    __: type[CombiningStore] = SqliteStore

@@ -1,0 +1,185 @@
+"""`SqliteStore.run`: concurrent work runs back to back in one transaction, each piece undone alone."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from relay_core.errors import StorageError
+from relay_sqlite import SqliteStore
+from relay_sqlite.transaction import SqliteTransaction
+
+Work = Callable[[SqliteTransaction], Any]
+
+
+def _queued(store: SqliteStore) -> int:
+    with store._queue_mutex:
+        return len(store._queue)
+
+
+@contextmanager
+def _held(store: SqliteStore, callers: int) -> Iterator[None]:
+    """Hold the store's lock until `callers` calls of `run` are waiting, then let them go.
+
+    The first caller leads and waits for the lock; the others queue behind it, so when the lock
+    is released the leader takes all of them in one batch.
+    """
+    with store._lock:
+        yield
+        deadline = time.monotonic() + 10
+        while _queued(store) < callers:
+            assert time.monotonic() < deadline, f"only {_queued(store)} of {callers} queued"
+            time.sleep(0.001)
+
+
+def _run_all(store: SqliteStore, works: list[Work]) -> list[tuple[str, Any]]:
+    """Call `store.run(work)` from one thread per work, all queued at once; ("ok"|"err", value)."""
+    outcomes: list[tuple[str, Any]] = [("none", None)] * len(works)
+
+    def call(index: int) -> None:
+        try:
+            outcomes[index] = ("ok", store.run(works[index]))
+        except BaseException as exc:
+            outcomes[index] = ("err", exc)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(works))]
+    with _held(store, len(works)):
+        for thread in threads:
+            thread.start()
+    for thread in threads:
+        thread.join(10)
+        assert not thread.is_alive()
+    return outcomes
+
+
+def _add_pool(name: str, fail: bool = False) -> Work:
+    def work(tx: SqliteTransaction) -> tuple[str, int]:
+        tx.create_pool(name, 1)
+        if fail:
+            raise ValueError(name)
+        return name, threading.get_ident()
+
+    return work
+
+
+def _pools(raw: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in raw.execute("SELECT name FROM pools")}
+
+
+def test_queued_work_runs_in_one_thread_and_is_committed_when_each_call_returns(
+    store: SqliteStore, raw: sqlite3.Connection
+) -> None:
+    outcomes = _run_all(store, [_add_pool(f"p{i}") for i in range(8)])
+    assert [kind for kind, _ in outcomes] == ["ok"] * 8
+    assert [value[0] for _, value in outcomes] == [f"p{i}" for i in range(8)]
+    assert len({value[1] for _, value in outcomes}) == 1  # the leader ran every piece
+    assert _pools(raw) == {f"p{i}" for i in range(8)}  # another connection sees all of it
+
+
+@pytest.mark.parametrize("failing", [{0}, {3}, {0, 1, 5}, {7}])
+def test_work_that_raises_is_rolled_back_alone(
+    store: SqliteStore, raw: sqlite3.Connection, failing: set[int]
+) -> None:
+    """The first piece runs without a savepoint, the later ones under one: both are undone alone."""
+    outcomes = _run_all(store, [_add_pool(f"p{i}", fail=i in failing) for i in range(8)])
+    for index, (kind, value) in enumerate(outcomes):
+        if index in failing:
+            assert kind == "err"
+            assert isinstance(value, ValueError)
+            assert str(value) == f"p{index}"
+        else:
+            assert kind == "ok"
+    assert _pools(raw) == {f"p{i}" for i in range(8) if i not in failing}
+
+
+class _FailingCommit:
+    """The store's connection, except that COMMIT fails as a full disk would make it."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def test_a_failed_commit_fails_every_call_it_covered_and_keeps_nothing(
+    store: SqliteStore, raw: sqlite3.Connection
+) -> None:
+    real = store._conn
+    assert real is not None
+    store._conn = _FailingCommit(real)  # type: ignore[assignment]
+    try:
+        outcomes = _run_all(store, [_add_pool(f"p{i}", fail=i == 2) for i in range(6)])
+    finally:
+        store._conn = real
+    for index, (kind, value) in enumerate(outcomes):
+        assert kind == "err"
+        if index == 2:
+            assert isinstance(value, ValueError)  # its own error, not the commit's
+        else:
+            assert isinstance(value, StorageError)
+            assert "disk is full" in str(value)
+    assert not real.in_transaction
+    assert _pools(raw) == set()
+    assert store.run(_add_pool("after"))[0] == "after"  # the store carries on
+    assert _pools(raw) == {"after"}
+
+
+def test_a_failed_begin_fails_the_whole_batch(store: SqliteStore, raw: sqlite3.Connection) -> None:
+    """Another process holding the write lock beyond busy_timeout: every queued call says so."""
+    raw.execute("PRAGMA busy_timeout = 0")
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    store._conn.execute("PRAGMA busy_timeout = 50")  # type: ignore[union-attr]
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        outcomes = _run_all(store, [_add_pool(f"p{i}") for i in range(4)])
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert all(kind == "err" and isinstance(value, StorageError) for kind, value in outcomes)
+    assert _pools(raw) == set()
+
+
+def test_run_inside_work_is_refused(store: SqliteStore) -> None:
+    with pytest.raises(StorageError, match="nested"):
+        store.run(lambda tx: store.run(lambda inner: None))
+    with pytest.raises(StorageError, match="nested"), store.transaction():
+        store.run(lambda tx: None)
+
+
+def test_many_threads_calling_run_repeatedly_all_finish(
+    store: SqliteStore, raw: sqlite3.Connection
+) -> None:
+    """The lead passes from caller to caller: nobody is left asleep, nothing is lost."""
+    errors: list[BaseException] = []
+
+    def steady(who: int) -> None:
+        for n in range(40):
+            try:
+                store.run(_add_pool(f"t{who}-{n}", fail=n % 7 == 3))
+            except ValueError:
+                pass
+            except BaseException as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=steady, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive()
+    assert errors == []
+    expected = {f"t{who}-{n}" for who in range(12) for n in range(40) if n % 7 != 3}
+    assert _pools(raw) == expected
+    assert _queued(store) == 0
+    assert not store._leading
