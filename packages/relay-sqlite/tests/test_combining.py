@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from relay_core.errors import StorageError
+from relay_core.model import AuditEntry, EntityType, EventType
+from relay_core.ports import AuditQuery
 from relay_sqlite import SqliteStore
 from relay_sqlite.transaction import SqliteTransaction
 
@@ -183,3 +185,79 @@ def test_many_threads_calling_run_repeatedly_all_finish(
     assert _pools(raw) == expected
     assert _queued(store) == 0
     assert not store._leading
+
+
+# -- BatchTransaction: heartbeats and audit rows are written together, at the end -----------
+
+
+def _nodes(store: SqliteStore, *fingerprints: str) -> list[int]:
+    with store.transaction() as tx:
+        return [tx.activate_node(fp, 1).id for fp in fingerprints]
+
+
+def _beat(node_id: int, now: int, *, fail: bool = False) -> Work:
+    def work(tx: SqliteTransaction) -> None:
+        tx.heartbeat_node(node_id, now)
+        tx.append_audit(
+            [AuditEntry(EventType.NODE_HEARTBEAT_PING, EntityType.NODE, node_id, None, now)]
+        )
+        if fail:
+            raise ValueError(node_id)
+
+    return work
+
+
+def _beats(raw: sqlite3.Connection) -> dict[int, int | None]:
+    return dict(raw.execute("SELECT id, last_heartbeat_at FROM nodes").fetchall())
+
+
+def _audit_nodes(raw: sqlite3.Connection) -> list[int]:
+    return [n for (n,) in raw.execute("SELECT entity_id FROM audit_logs ORDER BY id")]
+
+
+def test_deferred_rows_of_work_that_raises_are_dropped(
+    store: SqliteStore, raw: sqlite3.Connection
+) -> None:
+    a, b, c = _nodes(store, "a", "b", "c")
+    outcomes = _run_all(store, [_beat(a, 10), _beat(b, 11, fail=True), _beat(c, 12)])
+    assert [kind for kind, _ in outcomes] == ["ok", "err", "ok"]
+    assert _beats(raw) == {a: 10, b: None, c: 12}
+    assert _audit_nodes(raw) == [a, c]
+
+
+def test_a_read_sees_earlier_deferred_rows_and_its_failure_keeps_them(
+    store: SqliteStore, raw: sqlite3.Connection
+) -> None:
+    """The earlier rows are written before the reader's savepoint, so undoing it spares them."""
+    a, b = _nodes(store, "a", "b")
+    seen: list[object] = []
+
+    def reader(tx: SqliteTransaction) -> None:
+        seen.append([r.entity_id for r in tx.read_audit(AuditQuery(limit=10))])
+        tx.heartbeat_node(b, 20)
+        seen.append([n.id for n, _ in [tx.get_node_lease("b")] if n.last_heartbeat_at == 20])
+        raise ValueError("reader")
+
+    outcomes = _run_all(store, [_beat(a, 10), reader, _beat(a, 30)])
+    assert [kind for kind, _ in outcomes] == ["ok", "err", "ok"]
+    assert seen == [[a], [b]]  # the reader saw a's audit row, and its own pending heartbeat
+    assert _beats(raw) == {a: 30, b: None}
+    assert _audit_nodes(raw) == [a, a]
+
+
+def test_a_cull_in_the_same_batch_sees_pending_heartbeats(
+    store: SqliteStore, raw: sqlite3.Connection
+) -> None:
+    """Earlier work's and its own: neither node is culled, only the one really stale."""
+    fresh, own, stale = _nodes(store, "fresh", "own", "stale")
+    with store.transaction() as tx:
+        for node_id in (fresh, own, stale):
+            tx.heartbeat_node(node_id, 100)
+
+    def cull(tx: SqliteTransaction) -> list[int]:
+        tx.heartbeat_node(own, 200)
+        return [c.node_id for c in tx.cull_batch(150, 200, 10)]
+
+    outcomes = _run_all(store, [_beat(fresh, 200), cull])
+    assert outcomes[1] == ("ok", [stale])
+    assert _beats(raw) == {fresh: 200, own: 200, stale: 100}

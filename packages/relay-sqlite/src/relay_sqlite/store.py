@@ -7,8 +7,8 @@ and one connection keeps one warm page cache. Other processes (`relay add` while
 runs) wait on `busy_timeout`.
 
 Work handed to `run` is combined: the first caller becomes the leader and runs everything queued
-meanwhile in one transaction, each piece under its own savepoint, while the others sleep until
-their piece is committed. A server's threads then take turns at the connection without each
+meanwhile in one transaction (`BatchTransaction`: each piece undone alone, heartbeats and audit
+rows written together), while the others sleep until their piece is committed. A server's threads then take turns at the connection without each
 waking the next, and share one BEGIN, one COMMIT and one write of each page they all touch.
 """
 
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from relay_core.errors import StorageAccessError, StorageError
 
+from .batch import BatchTransaction
 from .connection import _busy_ms, connect, merged_pragmas, migrate
 from .errors import translate
 from .fairlock import FairLock
@@ -181,22 +182,17 @@ class SqliteStore:
             for slot in batch:
                 slot.fail(error)
             return None
-        tx = SqliteTransaction(conn, self._translate)
+        tx = BatchTransaction(conn, self._translate)
         done: list[_Slot] = []
         for index, slot in enumerate(batch):
+            tx.begin_work()
             try:
-                if done:
-                    conn.execute("SAVEPOINT work")
                 slot.succeed(slot.work(tx))
                 done.append(slot)
             except BaseException as exc:
                 slot.fail(self._translate(exc) if isinstance(exc, sqlite3.Error) else exc)
                 try:
-                    if done:
-                        conn.execute("ROLLBACK TO work")
-                    else:
-                        conn.execute("ROLLBACK")
-                        conn.execute("BEGIN IMMEDIATE")
+                    tx.undo_work()
                 except sqlite3.Error as undo:
                     # SQLite may have rolled back the whole transaction itself (a full disk,
                     # an I/O error): the work done so far is gone, and nothing more can run.
@@ -207,11 +203,12 @@ class SqliteStore:
                         other.fail(lost)
                     return None
         try:
+            tx.flush()
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StorageError) as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            failed = self._translate(exc)
+            failed = self._translate(exc) if isinstance(exc, sqlite3.Error) else exc
             for slot in done:
                 slot.fail(failed)
             return None
