@@ -86,14 +86,7 @@ class SqliteStore:
         if self._owner == threading.get_ident():
             raise StorageError(f"database {self.path}: nested transactions are not supported")
         with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise StorageError(f"database {self.path} is closed")
-            if not self._in_place(conn):
-                raise StorageAccessError(
-                    f"database {self.path} was deleted or replaced while in use; "
-                    "restart relay to open the file now at that path"
-                )
+            conn = self._usable()
             self._owner = threading.get_ident()
             try:
                 try:
@@ -166,16 +159,10 @@ class SqliteStore:
             self._after_commit(changes)
 
     def _run_batch(self, batch: list[_Slot]) -> int | None:
-        """Each slot's work under a savepoint of one transaction; the total changes if committed."""
-        conn = self._conn
+        """Each slot's work in one transaction, undone alone if it fails; the store's total
+        changes once committed, or None if nothing was (each slot then holds its error)."""
         try:
-            if conn is None:
-                raise StorageError(f"database {self.path} is closed")
-            if not self._in_place(conn):
-                raise StorageAccessError(
-                    f"database {self.path} was deleted or replaced while in use; "
-                    "restart relay to open the file now at that path"
-                )
+            conn = self._usable()
             conn.execute("BEGIN IMMEDIATE")
         except (sqlite3.Error, StorageError) as exc:
             error = self._translate(exc) if isinstance(exc, sqlite3.Error) else exc
@@ -213,6 +200,18 @@ class SqliteStore:
                 slot.fail(failed)
             return None
         return conn.total_changes
+
+    def _usable(self) -> sqlite3.Connection:
+        """The connection, if the store is open and its file is still the one opened."""
+        conn = self._conn
+        if conn is None:
+            raise StorageError(f"database {self.path} is closed")
+        if not self._in_place(conn):
+            raise StorageAccessError(
+                f"database {self.path} was deleted or replaced while in use; "
+                "restart relay to open the file now at that path"
+            )
+        return conn
 
     def _in_place(self, conn: sqlite3.Connection) -> bool:
         """Whether the file at `path` is still the one opened (same device and inode).
