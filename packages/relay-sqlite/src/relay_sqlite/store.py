@@ -8,8 +8,9 @@ runs) wait on `busy_timeout`.
 
 Work handed to `run` is combined: the first caller becomes the leader and runs everything queued
 meanwhile in one transaction (`BatchTransaction`: each piece undone alone, heartbeats and audit
-rows written together), while the others sleep until their piece is committed. A server's threads then take turns at the connection without each
-waking the next, and share one BEGIN, one COMMIT and one write of each page they all touch.
+rows written together), while the others sleep until their piece is committed. A server's
+threads then take turns at the connection without each waking the next, and share one BEGIN,
+one COMMIT and one write of each page they all touch.
 """
 
 from __future__ import annotations
