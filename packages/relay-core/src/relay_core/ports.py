@@ -2,7 +2,9 @@
 
 A storage backend implements `Store`; its `transaction()` is the unit of work. Every use case of
 `relay_core.Relay` runs in exactly one transaction (culling: one per batch), and the audit rows
-of a change are written inside it, so a change and its audit rows commit or vanish together.
+of a change are written inside it, so a change and its audit rows commit or vanish together. A
+store that also implements `CombiningStore.run` may run concurrent use cases in one shared
+transaction, each still committed or undone as a whole.
 
 The transaction exposes small primitives. The one that matters for speed is
 `lease_free_license`: the store picks the free license itself, in the order core defines
