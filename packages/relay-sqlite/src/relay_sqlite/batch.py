@@ -14,9 +14,10 @@ the transaction already holds rows: a piece that writes first, or only defers, n
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from relay_core.errors import StorageError
 from relay_core.model import AuditEntry, AuditRecord, License, NewLicense, Node, Pool, Strategy
@@ -82,7 +83,7 @@ class BatchTransaction(SqliteTransaction):
             del self._audit[:audit]
             self._mark = (0, 0)
         if self._dirty:
-            self._exec("SAVEPOINT work")
+            self._all("SAVEPOINT work")
             self._savepoint = True
         self._wrote = self._dirty = True
 
@@ -99,17 +100,11 @@ class BatchTransaction(SqliteTransaction):
             for node_id, now in latest.items():
                 by_time.setdefault(now, []).append(node_id)
             for now, node_ids in by_time.items():
-                self._exec(_BEAT, (now, "[" + ",".join(map(str, node_ids)) + "]"))
+                self._all(_BEAT, (now, json.dumps(node_ids)))
             self._dirty = True
         if audit:
             super().append_audit(audit)
             self._dirty = True
-
-    def _exec(self, sql: str, params: Sequence[Any] = ()) -> None:
-        try:
-            self._conn.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
 
     def _overlay(self, node: Node) -> Node:
         for node_id, now in reversed(self._beats):

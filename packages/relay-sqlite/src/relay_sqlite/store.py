@@ -166,9 +166,8 @@ class SqliteStore:
             conn = self._usable()
             conn.execute("BEGIN IMMEDIATE")
         except (sqlite3.Error, StorageError) as exc:
-            error = self._translate(exc) if isinstance(exc, sqlite3.Error) else exc
             for slot in batch:
-                slot.fail(error)
+                slot.fail(self._as_storage_error(exc))
             return None
         tx = BatchTransaction(conn, self._translate)
         done: list[_Slot] = []
@@ -178,7 +177,7 @@ class SqliteStore:
                 slot.succeed(slot.work(tx))
                 done.append(slot)
             except BaseException as exc:
-                slot.fail(self._translate(exc) if isinstance(exc, sqlite3.Error) else exc)
+                slot.fail(self._as_storage_error(exc))
                 try:
                     tx.undo_work()
                 except sqlite3.Error as undo:
@@ -196,11 +195,15 @@ class SqliteStore:
         except (sqlite3.Error, StorageError) as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            failed = self._translate(exc) if isinstance(exc, sqlite3.Error) else exc
+            failed = self._as_storage_error(exc)
             for slot in done:
                 slot.fail(failed)
             return None
         return conn.total_changes
+
+    def _as_storage_error(self, exc: BaseException) -> BaseException:
+        """A driver error as the `StorageError` callers expect; anything else as it is."""
+        return self._translate(exc) if isinstance(exc, sqlite3.Error) else exc
 
     def _usable(self) -> sqlite3.Connection:
         """The connection, if the store is open and its file is still the one opened."""
