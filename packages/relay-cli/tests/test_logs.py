@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from relay_cli.audit import parse_since
+from relay_cli.audit import EVENT_NAMES, parse_since
 from relay_cli.runtime import UsageError
+from relay_core import EventType
 
 from .conftest import Cli
 
@@ -124,3 +125,8 @@ def test_parse_since_rejects_garbage() -> None:
     """Anything else is a usage error."""
     with pytest.raises(UsageError):
         parse_since("soon", 0)
+
+
+def test_the_cli_event_names_are_the_cores_labels() -> None:
+    """The CLI keeps its own copy of the labels (so its help needs no core import): no drift."""
+    assert tuple(e.label for e in EventType if e is not EventType.UNKNOWN) == EVENT_NAMES
