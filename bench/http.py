@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import sys
 
-# This file is named http.py: keep its directory off sys.path so `http.client` is the stdlib's.
+# This file is named http.py: move its directory behind the standard library on sys.path, so
+# `http.client` is the stdlib's and `licenses` (the shared database builder) still imports.
 if sys.path and sys.path[0] == __file__.rpartition("/")[0]:
-    del sys.path[0]
+    sys.path.append(sys.path.pop(0))
 
 import argparse
 import http.client
@@ -47,50 +48,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from licenses import build_database
+
 PY = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
 RELAY = Path(PY).with_name("relay")
-LICENSE_NAME_PAD = 1600  # makes LicenseWriter's file ~3.7 KB, the size of a real Keygen file
 
 # -- setup -------------------------------------------------------------------------------------
 
 
-def build_database(path: Path, nodes: int) -> int:
-    """Store `nodes` fresh licenses in a new SQLite database; return the 201 body size."""
-    from relay_core import Relay
-    from relay_core.testing import LicenseWriter
-    from relay_sqlite import open_store
-
-    writer = LicenseWriter.ed25519()
-    now = time.time()
-    items = [
-        (
-            writer.license(
-                key=f"BENCH-{i:06d}",
-                issued=now - 60,
-                expiry=now + 30 * 86400,
-                name="Relay Bench " + "x" * LICENSE_NAME_PAD,
-            ),
-            f"BENCH-{i:06d}",
-        )
-        for i in range(nodes)
-    ]
-    store = open_store(str(path), pragmas={})
-    try:
-        Relay(store).add_licenses(items, public_key=writer.public_key)
-        if hasattr(store, "checkpoint"):
-            store.checkpoint()
-    finally:
-        store.close()
-    with open(path, "rb") as db:  # fsync before timing, or the first checkpoint pays for it
-        os.fsync(db.fileno())
-    sample = items[0][0]
+def created_body_size(file: bytes, key: str) -> int:
+    """The size of Relay's 201 body for this license (the floor answers with as many bytes)."""
     import base64
 
     body = {
-        "license_file": base64.b64encode(sample).decode(),
-        "license_key": items[0][1],
-        "expires_at": int(now) + 60,
+        "license_file": base64.b64encode(file).decode(),
+        "license_key": key,
+        "expires_at": int(time.time()) + 60,
         "expires_in": 60,
     }
     return len(json.dumps(body, separators=(",", ":"))) + 1
@@ -406,7 +380,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
         db = Path(tmp) / "relay.sqlite"
         t0 = time.monotonic()
-        body_size = build_database(db, args.nodes)
+        body_size = created_body_size(*build_database(db, args.nodes, "Bench"))
         print(
             f"database: {args.nodes} licenses, 201 body {body_size} bytes "
             f"({time.monotonic() - t0:.1f} s to build)"

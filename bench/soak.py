@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import sys
 
-# bench/http.py would shadow the standard library's http package: keep this directory off sys.path.
+# bench/http.py would shadow the standard library's http package: move this directory behind the
+# standard library on sys.path (`licenses`, the shared database builder, still imports).
 if sys.path and sys.path[0] == __file__.rpartition("/")[0]:
-    del sys.path[0]
+    sys.path.append(sys.path.pop(0))
 
 import argparse
 import heapq
@@ -50,37 +51,11 @@ from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from licenses import build_database
+
 RELAY = Path(sys.executable).with_name("relay")
-LICENSE_NAME_PAD = 1600  # makes LicenseWriter's file ~3.7 KB, the size of a real Keygen file
 SAMPLE_SECONDS = 10.0
 CULL_INTERVAL = 5
-
-
-def build_database(path: Path, nodes: int) -> None:
-    """Store `nodes` fresh licenses in a new SQLite database at `path`."""
-    from relay_core import Relay
-    from relay_core.testing import LicenseWriter
-    from relay_sqlite import open_store
-
-    writer = LicenseWriter.ed25519()
-    now = time.time()
-    items = [
-        (
-            writer.license(
-                key=f"SOAK-{i:06d}",
-                issued=now - 60,
-                expiry=now + 30 * 86400,
-                name="Relay Soak " + "x" * LICENSE_NAME_PAD,
-            ),
-            f"SOAK-{i:06d}",
-        )
-        for i in range(nodes)
-    ]
-    store = open_store(str(path), pragmas={})
-    try:
-        Relay(store).add_licenses(items, public_key=writer.public_key)
-    finally:
-        store.close()
 
 
 def free_port() -> int:
@@ -264,7 +239,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="relay-soak-") as tmp:
         db = Path(tmp) / "relay.sqlite"
         print(f"storing {args.nodes} licenses ...", flush=True)
-        build_database(db, args.nodes)
+        build_database(db, args.nodes, "Soak")
         port = free_port()
         log = Path(tmp) / "serve.log"
         with log.open("wb") as stderr:
