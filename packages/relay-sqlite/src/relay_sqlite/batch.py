@@ -68,7 +68,7 @@ class BatchTransaction(SqliteTransaction):
             self._conn.execute("BEGIN IMMEDIATE")
 
     def flush(self) -> None:
-        """Write every deferred row; the last step before COMMIT, outside any work."""
+        """Write every deferred row: before COMMIT, outside any work, or for `_sync`."""
         self._write(self._beats, self._audit)
         self._beats, self._audit = [], []
 
@@ -90,8 +90,7 @@ class BatchTransaction(SqliteTransaction):
     def _sync(self) -> None:
         """Write every deferred row now, for a read that must see them."""
         self._before_write()
-        self._write(self._beats, self._audit)
-        self._beats, self._audit = [], []
+        self.flush()
 
     def _write(self, beats: Sequence[tuple[int, int]], audit: Sequence[AuditEntry]) -> None:
         if beats:
