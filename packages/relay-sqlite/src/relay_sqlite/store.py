@@ -84,8 +84,7 @@ class SqliteStore:
     @contextmanager
     def transaction(self) -> Iterator[SqliteTransaction]:
         """A `BEGIN IMMEDIATE` unit of work: commit on normal exit, roll back on an exception."""
-        if self._owner == threading.get_ident():
-            raise StorageError(f"database {self.path}: nested transactions are not supported")
+        self._refuse_nested()
         with self._lock:
             conn = self._usable()
             self._owner = threading.get_ident()
@@ -117,8 +116,7 @@ class SqliteStore:
         If `work` raises, its changes alone are rolled back and the exception is re-raised
         here; if the shared commit fails, every call it covered raises the `StorageError`.
         """
-        if self._owner == threading.get_ident():
-            raise StorageError(f"database {self.path}: nested transactions are not supported")
+        self._refuse_nested()
         slot = _Slot(work)
         with self._queue_mutex:
             self._queue.append(slot)
@@ -200,6 +198,11 @@ class SqliteStore:
                 slot.fail(failed)
             return None
         return conn.total_changes
+
+    def _refuse_nested(self) -> None:
+        """The thread running a transaction's work must not open another: it would deadlock."""
+        if self._owner == threading.get_ident():
+            raise StorageError(f"database {self.path}: nested transactions are not supported")
 
     def _as_storage_error(self, exc: BaseException) -> BaseException:
         """A driver error as the `StorageError` callers expect; anything else as it is."""
