@@ -29,7 +29,7 @@ from __future__ import annotations
 import sys
 
 # This file is named http.py: move its directory behind the standard library on sys.path, so
-# `http.client` is the stdlib's and `licenses` (the shared database builder) still imports.
+# `http.client` is the stdlib's and `harness` (what the benchmarks share) still imports.
 if sys.path and sys.path[0] == __file__.rpartition("/")[0]:
     sys.path.append(sys.path.pop(0))
 
@@ -39,7 +39,6 @@ import json
 import multiprocessing
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -48,7 +47,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from licenses import build_database
+from harness import build_database, free_port, wait_healthy
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,28 +118,6 @@ try:
 finally:
     store.close()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_healthy(port: int, path: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited early with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", path)
-            conn.getresponse().read()
-            conn.close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"server on port {port} did not answer within 30 s")
 
 
 # -- load generation ---------------------------------------------------------------------------
@@ -400,8 +377,8 @@ def main() -> int:
                 stdout=log, stderr=log,
             )  # fmt: skip
             try:
-                wait_healthy(relay_port, "/v1/health", relay_proc)
-                wait_healthy(floor_port, "/v1/health", floor_proc)
+                wait_healthy(relay_port, relay_proc)
+                wait_healthy(floor_port, floor_proc)
                 outcome = bench(
                     args,
                     levels,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import sys
 
 # bench/http.py would shadow the standard library's http package: move this directory behind the
-# standard library on sys.path (`licenses`, the shared database builder, still imports).
+# standard library on sys.path (`harness`, what the benchmarks share, still imports).
 if sys.path and sys.path[0] == __file__.rpartition("/")[0]:
     sys.path.append(sys.path.pop(0))
 
@@ -40,7 +40,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -51,33 +50,11 @@ from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from licenses import build_database
+from harness import build_database, free_port, wait_healthy
 
 RELAY = Path(sys.executable).with_name("relay")
 SAMPLE_SECONDS = 10.0
 CULL_INTERVAL = 5
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"relay serve exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/v1/health")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("relay serve did not become healthy")
 
 
 def proc_stats(pid: int) -> tuple[int, int, int, int]:

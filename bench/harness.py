@@ -1,4 +1,5 @@
-"""A SQLite database of realistic license files, shared by the HTTP and soak benchmarks.
+"""What the HTTP and soak benchmarks share: a database of realistic license files, a free
+loopback port, and waiting for a server to answer.
 
 Imported by scripts that keep this directory at the end of `sys.path` (after the standard
 library), because `bench/http.py` would otherwise shadow the standard library's `http`.
@@ -6,7 +7,10 @@ library), because `bench/http.py` would otherwise shadow the standard library's 
 
 from __future__ import annotations
 
+import http.client
 import os
+import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -44,3 +48,26 @@ def build_database(path: Path, nodes: int, label: str) -> tuple[bytes, str]:
     with open(path, "rb") as db:  # fsync before timing, or the first checkpoint pays for it
         os.fsync(db.fileno())
     return items[0]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], path: str = "/v1/health") -> None:
+    """Return once the server on `port` answers `path` with any HTTP response (within 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited early with {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            conn.getresponse().read()
+            conn.close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"server on port {port} did not answer within 30 s")
