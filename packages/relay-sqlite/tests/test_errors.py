@@ -197,3 +197,38 @@ def test_store_checkpoints_on_its_own_so_the_wal_stays_small(
     assert wal.stat().st_size < 20_000_000  # 42.8 MB measured with checkpoints off
     with store.transaction() as tx:
         assert len(tx.list_licenses(None)) == 2000
+
+
+def _add_pool(store: SqliteStore, name: str) -> None:
+    with store.transaction() as tx:
+        tx.create_pool(name, 1)
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_file_deleted_or_replaced_while_open_stops_every_write(db_path: Path, how: str) -> None:
+    """Once the file at the path is not the one opened, both ways in refuse work, naming it,
+    and the old write-ahead log is emptied so it cannot be replayed into a new file."""
+    store = SqliteStore(db_path)
+    try:
+        _add_pool(store, "before")
+        wal = Path(f"{db_path}-wal")
+        assert wal.stat().st_size > 0
+        db_path.unlink()
+        if how == "replaced":
+            SqliteStore(db_path).close()  # someone starts afresh at the same path
+        with pytest.raises(StorageAccessError) as caught:
+            _add_pool(store, "after")
+        assert "was deleted or replaced while in use" in one_line(caught.value, db_path)
+        with pytest.raises(StorageAccessError):
+            store.run(lambda tx: tx.create_pool("after", 1))
+        if how == "deleted":
+            assert not wal.exists() or wal.stat().st_size == 0
+    finally:
+        store.close()
+    if how == "replaced":
+        reopened = SqliteStore(db_path)
+        try:
+            with reopened.transaction() as tx:
+                assert [p.name for p in tx.list_pools()] == []
+        finally:
+            reopened.close()
