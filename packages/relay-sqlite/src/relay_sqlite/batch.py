@@ -10,6 +10,10 @@ reads those values, and reading a node overlays its pending heartbeat.
 Each piece of work is undone alone: its deferred rows are dropped, and if it wrote rows a
 savepoint taken just before its first write is rolled back to. A savepoint is needed only when
 the transaction already holds rows: a piece that writes first, or only defers, needs none.
+
+It also writes the heartbeats `LeaseCache` answered (its acks), always before any audit row of
+its own, keeps the cache's entries off every row it writes, and tells the cache, once committed,
+which leases it read and left alone (`cacheable`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING
 from relay_core.errors import StorageError
 from relay_core.model import AuditEntry, AuditRecord, License, NewLicense, Node, Pool, Strategy
 
+from .leases import Ack, LeaseCache
 from .transaction import _IDS, SqliteTransaction
 
 if TYPE_CHECKING:
@@ -32,34 +37,65 @@ if TYPE_CHECKING:
 __all__ = ["BatchTransaction"]
 
 _BEAT = f"UPDATE nodes SET last_heartbeat_at = ? WHERE id IN ({_IDS})"
+_HELD = (
+    "SELECT l.node_id, l.id FROM licenses l JOIN nodes n ON n.id = l.node_id "
+    f"WHERE n.deactivated_at IS NULL AND l.node_id IN ({_IDS})"
+)
 
 
 class BatchTransaction(SqliteTransaction):
     """A `SqliteTransaction` that defers heartbeats and audit rows; see the module docstring."""
 
-    __slots__ = ("_audit", "_beats", "_dirty", "_mark", "_savepoint", "_wrote")
+    __slots__ = (
+        "_audit",
+        "_beats",
+        "_dirty",
+        "_drained",
+        "_drained_mark",
+        "_learned",
+        "_leases",
+        "_mark",
+        "_savepoint",
+        "_verify",
+        "_wrote",
+    )
 
     def __init__(
-        self, conn: sqlite3.Connection, translate: Callable[[sqlite3.Error], StorageError]
+        self,
+        conn: sqlite3.Connection,
+        translate: Callable[[sqlite3.Error], StorageError],
+        leases: LeaseCache,
+        *,
+        verify: bool = False,
     ) -> None:
         super().__init__(conn, translate)
+        self._leases = leases
+        self._verify = verify  # acks were answered from a cache another process made stale
         self._beats: list[tuple[int, int]] = []
         self._audit: list[AuditEntry] = []
         self._mark = (0, 0)  # where the current work's deferred rows start
         self._dirty = False  # the open transaction holds written rows
         self._savepoint = False  # the current work took a savepoint
         self._wrote = False  # the current work has written rows
+        self._drained: list[Ack] = []  # acks written in this transaction
+        self._drained_mark = 0  # where those written since the current work's savepoint start
+        self._learned = _Learned()
 
     # -- the life of one piece of work -------------------------------------------------------
 
     def begin_work(self) -> None:
         self._mark = (len(self._beats), len(self._audit))
+        self._drained_mark = len(self._drained)
+        self._learned.begin_work()
         self._savepoint = self._wrote = False
 
     def undo_work(self) -> None:
         """Forget the current work's deferred rows and roll back what it wrote."""
         del self._beats[self._mark[0] :]
         del self._audit[self._mark[1] :]
+        self._leases.give_back(self._drained[self._drained_mark :])
+        del self._drained[self._drained_mark :]
+        self._learned.undo_work()
         if self._savepoint:
             self._conn.execute("ROLLBACK TO work")
         elif self._wrote:  # it wrote first: nothing else is in the transaction yet
@@ -72,16 +108,25 @@ class BatchTransaction(SqliteTransaction):
         self._write(self._beats, self._audit)
         self._beats, self._audit = [], []
 
+    def give_back(self) -> None:
+        """The transaction was rolled back: the acks it wrote go back to the cache."""
+        self._leases.give_back(self._drained)
+        self._drained = []
+
+    def cacheable(self) -> tuple[list[tuple[str, Node, License]], list[Pool]]:
+        """What `LeaseCache.remember` may keep once this transaction has committed."""
+        return self._learned.leases(), self._learned.pools
+
     def _before_write(self) -> None:
         """Write earlier work's deferred rows, then take a savepoint if anything precedes us."""
         if self._wrote:
             return
         beats, audit = self._mark
-        if beats or audit:
-            self._write(self._beats[:beats], self._audit[:audit])
-            del self._beats[:beats]
-            del self._audit[:audit]
-            self._mark = (0, 0)
+        self._write(self._beats[:beats], self._audit[:audit])
+        del self._beats[:beats]
+        del self._audit[:audit]
+        self._mark = (0, 0)
+        self._drained_mark = len(self._drained)
         if self._dirty:
             self._all("SAVEPOINT work")
             self._savepoint = True
@@ -93,6 +138,15 @@ class BatchTransaction(SqliteTransaction):
         self.flush()
 
     def _write(self, beats: Sequence[tuple[int, int]], audit: Sequence[AuditEntry]) -> None:
+        """Write the cache's pending acks, then these rows; acks always precede our audit rows,
+        so a heartbeat answered before a write to its lease is recorded before that write."""
+        acks = self._leases.take()
+        if acks:
+            self._drained += acks
+            if self._verify:
+                acks = self._still_held(acks)
+            beats = [beat for ack in acks for beat in ack.beats] + list(beats)
+            audit = [entry for ack in acks for entry in ack.audit] + list(audit)
         if beats:
             latest = dict(beats)  # a node beaten twice keeps its last time
             by_time: dict[int, list[int]] = {}
@@ -104,6 +158,12 @@ class BatchTransaction(SqliteTransaction):
         if audit:
             super().append_audit(audit)
             self._dirty = True
+
+    def _still_held(self, acks: list[Ack]) -> list[Ack]:
+        """The acks whose leases all still hold (another process may have ended some)."""
+        nodes = sorted({node for ack in acks for node, _ in ack.leases})
+        held = {(node, lic) for node, lic in self._all(_HELD, (json.dumps(nodes),))}
+        return [ack for ack in acks if all(lease in held for lease in ack.leases)]
 
     def _overlay(self, node: Node) -> Node:
         for node_id, now in reversed(self._beats):
@@ -121,11 +181,21 @@ class BatchTransaction(SqliteTransaction):
 
     # -- reads that see deferred rows --------------------------------------------------------
 
+    def get_pool(self, name: str) -> Pool | None:
+        found = super().get_pool(name)
+        if found is not None:
+            self._learned.pools.append(found)
+        return found
+
     def get_node_lease(self, fingerprint: str) -> tuple[Node, License | None] | None:
         found = super().get_node_lease(fingerprint)
-        if found is None or not self._beats:
+        if found is None:
+            return None
+        node, held = found
+        self._learned.read(fingerprint, node, held)
+        if not self._beats:
             return found
-        return self._overlay(found[0]), found[1]
+        return self._overlay(node), held
 
     def get_node(self, node_id: int) -> Node | None:
         node = super().get_node(node_id)
@@ -136,8 +206,22 @@ class BatchTransaction(SqliteTransaction):
         return super().read_audit(query)
 
     def cull_batch(self, cutoff: int, now: int, limit: int) -> list[Culled]:
+        """Cull as `SqliteTransaction` does, except nodes whose heartbeat the cache answered
+        after the pending rows were written: that heartbeat came first, so they are spared
+        (and culled by a later pass if they stay silent)."""
         self._sync()
-        return super().cull_batch(cutoff, now, limit)
+        node_ids = self._cull_candidates(cutoff, limit)
+        spared = self._leases.evict_for_cull(node_ids)
+        if spared:
+            node_ids = [node for node in node_ids if node not in spared]
+            self.flush()
+        for node_id in node_ids:
+            self._learned.touch_node(node_id)
+        culled = self._cull(node_ids, now)
+        for c in culled:
+            if c.license_id is not None:
+                self._learned.touch_license(c.license_id)
+        return culled
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -151,22 +235,100 @@ class BatchTransaction(SqliteTransaction):
 
     def delete_license(self, license_id: int) -> None:
         self._before_write()
+        self._touch_license(license_id)
         super().delete_license(license_id)
 
     def lease_free_license(
         self, pool_id: int | None, node_id: int, strategy: Strategy, now: int, rng: random.Random
     ) -> License | None:
         self._before_write()
-        return super().lease_free_license(pool_id, node_id, strategy, now, rng)
+        self._touch_node(node_id)
+        leased = super().lease_free_license(pool_id, node_id, strategy, now, rng)
+        if leased is not None:
+            self._learned.granted(node_id, leased)
+        return leased
 
     def release_license(self, license_id: int, now: int) -> None:
         self._before_write()
+        self._touch_license(license_id)
         super().release_license(license_id, now)
 
     def activate_node(self, fingerprint: str, now: int) -> Node:
         self._before_write()
-        return super().activate_node(fingerprint, now)
+        self._learned.touch_fingerprint(fingerprint)
+        self._leases.evict_fingerprint(fingerprint)
+        node = super().activate_node(fingerprint, now)
+        self._learned.read(fingerprint, node, None)
+        return node
 
     def deactivate_node(self, node_id: int, now: int) -> None:
         self._before_write()
+        self._touch_node(node_id)
         super().deactivate_node(node_id, now)
+
+    # Evicted before the write, so no heartbeat is answered from the row while it changes.
+    def _touch_node(self, node_id: int) -> None:
+        self._learned.touch_node(node_id)
+        self._leases.evict_node(node_id)
+
+    def _touch_license(self, license_id: int) -> None:
+        self._learned.touch_license(license_id)
+        self._leases.evict_license(license_id)
+
+
+class _Learned:
+    """Leases a transaction knows to hold once it commits: those it read and did not write
+    afterwards, and those it granted and did not write afterwards; and the pools it saw."""
+
+    __slots__ = ("_granted", "_in_work", "_nodes", "_read", "_touched", "pools")
+
+    def __init__(self) -> None:
+        self._read: dict[str, tuple[Node, License]] = {}
+        self._nodes: dict[int, tuple[str, Node]] = {}  # active nodes read or activated
+        self._granted: dict[int, License] = {}  # by node id
+        self._in_work: list[int] = []  # nodes granted a license by the current work
+        self._touched: tuple[set[str], set[int], set[int]] = (set(), set(), set())
+        self.pools: list[Pool] = []
+
+    def begin_work(self) -> None:
+        self._in_work = []
+
+    def undo_work(self) -> None:
+        for node_id in self._in_work:
+            self._granted.pop(node_id, None)
+        self._in_work = []
+
+    def read(self, fingerprint: str, node: Node, held: License | None) -> None:
+        self._nodes[node.id] = (fingerprint, node)
+        if held is not None:
+            self._read[fingerprint] = (node, held)
+
+    def granted(self, node_id: int, lic: License) -> None:
+        self._granted[node_id] = lic
+        self._in_work.append(node_id)
+
+    def touch_fingerprint(self, fingerprint: str) -> None:
+        self._touched[0].add(fingerprint)
+
+    def touch_node(self, node_id: int) -> None:
+        self._touched[1].add(node_id)
+        self._granted.pop(node_id, None)
+
+    def touch_license(self, license_id: int) -> None:
+        self._touched[2].add(license_id)
+        for node_id, lic in list(self._granted.items()):
+            if lic.id == license_id:
+                del self._granted[node_id]
+
+    def leases(self) -> list[tuple[str, Node, License]]:
+        fingerprints, nodes, licenses = self._touched
+        found = [
+            (fingerprint, node, lic)
+            for fingerprint, (node, lic) in self._read.items()
+            if fingerprint not in fingerprints and node.id not in nodes and lic.id not in licenses
+        ]
+        for node_id, lic in self._granted.items():
+            if node_id in self._nodes:
+                fingerprint, node = self._nodes[node_id]
+                found.append((fingerprint, node, lic))
+        return found

@@ -11,6 +11,10 @@ meanwhile in one transaction (`BatchTransaction`: each piece undone alone, heart
 rows written together), while the others sleep until their piece is committed. A server's
 threads then take turns at the connection without each waking the next, and share one BEGIN,
 one COMMIT and one write of each page they all touch.
+
+Heartbeats for leases the store has already read are answered before any of that, from a
+`LeaseCache`, and written by the next transaction; a background thread runs one at the latest
+`FLUSH_INTERVAL` after the first unwritten heartbeat (see `relay_sqlite.leases`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from .batch import BatchTransaction
 from .connection import _busy_ms, connect, merged_pragmas, migrate
 from .errors import translate
 from .fairlock import FairLock
+from .leases import FLUSH_INTERVAL, LeaseCache
 from .transaction import SqliteTransaction
 
 __all__ = ["SqliteStore", "open_store"]
@@ -65,6 +70,11 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = connect(self.path, self.pragmas)
         self._changes_at_checkpoint = 0
         self._identity = _identity(self.path)
+        self._leases = LeaseCache()
+        self._flush_wanted = threading.Event()
+        self._closing = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._flusher_lock = threading.Lock()
         try:
             migrate(self._conn, self.path)
             if "wal_autocheckpoint" not in self.pragmas:
@@ -91,19 +101,29 @@ class SqliteStore:
             try:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
+                    verify = self._leases.checked(_data_version(conn))
                 except sqlite3.Error as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     raise self._translate(exc) from exc
+                # This work may change anything: the cache forgets everything, and the
+                # heartbeats it answered are written first.
+                self._leases.clear()
+                pending = BatchTransaction(conn, self._translate, self._leases, verify=verify)
                 try:
+                    pending.flush()
                     yield SqliteTransaction(conn, self._translate)
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
+                    pending.give_back()
                     raise
                 try:
                     conn.execute("COMMIT")
                 except sqlite3.Error as exc:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
+                    pending.give_back()
                     raise self._translate(exc) from exc
                 changes = conn.total_changes
             finally:
@@ -115,8 +135,19 @@ class SqliteStore:
 
         If `work` raises, its changes alone are rolled back and the exception is re-raised
         here; if the shared commit fails, every call it covered raises the `StorageError`.
+        Work the lease cache can answer (a heartbeat) returns at once, and is committed
+        within `FLUSH_INTERVAL`.
         """
         self._refuse_nested()
+        if self._leases.fresh():
+            answered, value = self._leases.attempt(work)
+            if answered:
+                if self._leases.pending and not self._flush_wanted.is_set():
+                    self._flush_soon()
+                return value  # type: ignore[return-value]
+        return self._combined(work)
+
+    def _combined(self, work: Callable[[SqliteTransaction], T]) -> T:
         slot = _Slot(work)
         with self._queue_mutex:
             self._queue.append(slot)
@@ -160,14 +191,18 @@ class SqliteStore:
     def _run_batch(self, batch: list[_Slot]) -> int | None:
         """Each slot's work in one transaction, undone alone if it fails; the store's total
         changes once committed, or None if nothing was (each slot then holds its error)."""
+        conn = None
         try:
             conn = self._usable()
             conn.execute("BEGIN IMMEDIATE")
+            verify = self._leases.checked(_data_version(conn))
         except (sqlite3.Error, StorageError) as exc:
+            if conn is not None and conn.in_transaction:
+                conn.execute("ROLLBACK")
             for slot in batch:
                 slot.fail(self._as_storage_error(exc))
             return None
-        tx = BatchTransaction(conn, self._translate)
+        tx = BatchTransaction(conn, self._translate, self._leases, verify=verify)
         done: list[_Slot] = []
         for index, slot in enumerate(batch):
             tx.begin_work()
@@ -184,6 +219,7 @@ class SqliteStore:
                     lost = self._translate(undo)
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
+                    tx.give_back()
                     for other in done + batch[index + 1 :]:
                         other.fail(lost)
                     return None
@@ -193,11 +229,31 @@ class SqliteStore:
         except (sqlite3.Error, StorageError) as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            tx.give_back()
             failed = self._as_storage_error(exc)
             for slot in done:
                 slot.fail(failed)
             return None
+        self._leases.remember(*tx.cacheable())
         return conn.total_changes
+
+    def _flush_soon(self) -> None:
+        """Have the flusher thread write the cache's pending heartbeats shortly."""
+        with self._flusher_lock:
+            if self._flusher is None and not self._closing.is_set():
+                self._flusher = threading.Thread(
+                    target=self._flush_loop, name="relay-sqlite-flush", daemon=True
+                )
+                self._flusher.start()
+        self._flush_wanted.set()
+
+    def _flush_loop(self) -> None:
+        while self._flush_wanted.wait() and not self._closing.wait(FLUSH_INTERVAL):
+            self._flush_wanted.clear()
+            try:
+                self._combined(_nothing)
+            except StorageError:
+                self._flush_wanted.set()  # the heartbeats went back to the cache: try again
 
     def _refuse_nested(self) -> None:
         """The thread running a transaction's work must not open another: it would deadlock."""
@@ -277,7 +333,25 @@ class SqliteStore:
         return max(frames, 0), max(done, 0)
 
     def close(self) -> None:
-        """Close the connections; idempotent. Later transactions raise `StorageError`."""
+        """Write the pending heartbeats, then close the connections; idempotent.
+
+        Later transactions raise `StorageError`; so does this call if the heartbeats could
+        not be written.
+        """
+        with self._flusher_lock:
+            self._closing.set()
+            self._flush_wanted.set()
+            flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.join()
+        self._leases.close()
+        try:
+            if self._leases.pending and self._conn is not None:
+                self._combined(_nothing)
+        finally:
+            self._close_connections()
+
+    def _close_connections(self) -> None:
         with self._checkpoint_lock, self._lock:
             if self._checkpointer is not None:
                 self._checkpointer.close()
@@ -314,6 +388,15 @@ class _Slot:
         if self.error is not None:
             raise self.error
         return self.value
+
+
+def _nothing(tx: SqliteTransaction) -> None:
+    """Work for a transaction run only to write what is pending."""
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    """Changes when another connection commits: the cache must then be checked."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _identity(path: str) -> tuple[int, int] | None:

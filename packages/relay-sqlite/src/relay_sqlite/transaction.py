@@ -299,7 +299,12 @@ class SqliteTransaction:
         return _node(row) if row else None
 
     def cull_batch(self, cutoff: int, now: int, limit: int) -> list[Culled]:
-        node_ids = [r[0] for r in self._all(_CULL_NODES, (cutoff, limit))]
+        return self._cull(self._cull_candidates(cutoff, limit), now)
+
+    def _cull_candidates(self, cutoff: int, limit: int) -> list[int]:
+        return [r[0] for r in self._all(_CULL_NODES, (cutoff, limit))]
+
+    def _cull(self, node_ids: list[int], now: int) -> list[Culled]:
         if not node_ids:
             return []
         nodes = json.dumps(node_ids)
