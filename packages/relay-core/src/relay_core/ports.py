@@ -187,6 +187,11 @@ class CombiningStore(Store, Protocol):
         Each call's changes are committed before it returns, or not at all; if `work` raises,
         only its own changes are rolled back. If the commit fails, every call it covered raises
         the `StorageError`.
+
+        One exception, for speed: work that only reads a node's lease and then records a
+        heartbeat and audit rows may be answered before it is committed, if the store commits
+        those rows shortly after (within a bound it documents), before any later work reads
+        or changes that lease, and on `close()`. `SqliteStore` does so (`relay_sqlite.leases`).
         """
         ...
 
