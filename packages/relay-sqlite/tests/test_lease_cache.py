@@ -250,6 +250,30 @@ def test_a_failed_commit_gives_the_heartbeats_back_to_be_written_once(
     assert len(pings) == 2  # the claim's and the heartbeat's, not a third
 
 
+def test_while_commits_fail_the_cache_stops_answering_once_stale(
+    store: SqliteStore, relay: Relay, ticker: Ticker
+) -> None:
+    """A full disk: transactions still begin and read, but nothing commits. Heartbeats are not
+    answered from memory past STALE_AFTER, so nodes see the error and nothing piles up."""
+    relay.claim("n1")
+    relay.claim("n1")  # pending
+    counting = _count(store, fail_commit=True)
+    try:
+        with pytest.raises(StorageError, match="disk is full"):
+            relay.claim("n2")
+        assert relay.claim("n1").status is ClaimStatus.EXTENDED  # still fresh: answered
+        ticker.now += STALE_AFTER
+        with pytest.raises(StorageError, match="disk is full"):
+            relay.claim("n2")  # began and read data_version, but did not commit
+        with pytest.raises(StorageError, match="disk is full"):
+            relay.claim("n1")
+    finally:
+        _uncount(store, counting)
+    relay.claim("n2")  # the disk has space again: everything pending is written
+    assert not store._leases.pending
+    assert relay.claim("n1").status is ClaimStatus.EXTENDED
+
+
 def test_a_plain_transaction_writes_pending_heartbeats_and_empties_the_cache(
     store: SqliteStore, relay: Relay, clock: FrozenClock, raw: sqlite3.Connection
 ) -> None:
@@ -310,6 +334,7 @@ def test_the_cache_stops_growing_at_its_byte_budget(
 def test_work_that_reads_no_cached_lease_is_never_answered_by_the_cache() -> None:
     cache = LeaseCache(clock=lambda: 0.0)
     cache.checked(1)
+    cache.committed()
     node = Node(1, "n1", 0, 0, None)
     lic = License(1, "g", b"file", "k", 1, 0, None, 1, None, 0, None)
     cache.remember([("n1", node, lic)], [])
@@ -330,6 +355,7 @@ def test_a_lease_evicted_while_its_heartbeat_was_answered_sends_the_work_to_sql(
     not taken, and the work runs again in a transaction, after that write."""
     cache = LeaseCache(clock=lambda: 0.0)
     cache.checked(1)
+    cache.committed()
     node = Node(1, "n1", 0, 0, None)
     lic = License(1, "g", b"file", "k", 1, 0, None, 1, None, 0, None)
     cache.remember([("n1", node, lic)], [])

@@ -17,7 +17,8 @@ What keeps the answers right:
   that beat an eviction therefore happened before that write, and its rows are written first.
 - Another process's commits (`relay del` while serving) show in `PRAGMA data_version`, which
   every transaction reads first: the cache is emptied, and the acks taken since are written
-  only for leases that still hold. Answers are given only within `STALE_AFTER` of such a check.
+  only for leases that still hold. Answers are given only within `STALE_AFTER` of the commit
+  of a transaction that made this check, so a store that cannot write stops answering.
 - A cull spares a node whose heartbeat arrived between its reading the expired nodes and its
   evicting them.
 
@@ -138,9 +139,15 @@ class LeaseCache:
             self._version = version
             if changed:
                 self._clear()
+            return changed and bool(self._acks)
+
+    def committed(self) -> None:
+        """A transaction that began with `checked` has committed: the cache may answer for
+        `STALE_AFTER` more seconds. (Only then: while writes fail, as on a full disk, the
+        cache stops answering, so requests get the errors and acks do not pile up.)"""
+        with self._mutex:
             if not self._closed:
                 self._fresh_until = self._clock() + STALE_AFTER
-            return changed and bool(self._acks)
 
     def take(self) -> list[Ack]:
         """Every pending ack, now the caller's to write (or to `give_back`)."""

@@ -125,6 +125,7 @@ class SqliteStore:
                         conn.execute("ROLLBACK")
                     pending.give_back()
                     raise self._translate(exc) from exc
+                self._leases.committed()
                 changes = conn.total_changes
             finally:
                 self._owner = None
@@ -234,6 +235,7 @@ class SqliteStore:
             for slot in done:
                 slot.fail(failed)
             return None
+        self._leases.committed()
         self._leases.remember(*tx.cacheable())
         return conn.total_changes
 
