@@ -196,6 +196,28 @@ def test_another_process_ending_a_lease_empties_the_cache_and_drops_what_it_answ
     assert relay.claim("n1").status is ClaimStatus.CREATED  # from SQL: a new lease
 
 
+def test_heartbeats_to_verify_stay_to_verify_after_a_failed_commit(
+    store: SqliteStore, relay: Relay, clock: FrozenClock, raw: sqlite3.Connection
+) -> None:
+    """The transaction that saw another process's change fails to commit: the acks it gave
+    back are still checked by the next one, although data_version has not moved since."""
+    claimed = relay.claim("n1")
+    raw.execute("DELETE FROM licenses WHERE id = ?", (claimed.license.id,))
+    raw.execute("UPDATE nodes SET deactivated_at = 1 WHERE id = ?", (claimed.node.id,))
+    clock.advance(2)
+    relay.claim("n1")  # answered from the stale cache
+    counting = _count(store, fail_commit=True)
+    try:
+        with pytest.raises(StorageError, match="disk is full"):
+            relay.claim("n2")
+    finally:
+        _uncount(store, counting)
+    relay.claim("n2")
+    assert not store._leases.pending
+    assert _beat_of(raw, claimed.node.id) == claimed.node.last_heartbeat_at
+    assert ("license.lease_extended", claimed.license.id) not in _events(raw)
+
+
 def test_a_cull_spares_a_node_whose_heartbeat_the_cache_answered_meanwhile(
     store: SqliteStore,
     relay: Relay,

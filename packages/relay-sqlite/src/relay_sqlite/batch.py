@@ -93,7 +93,7 @@ class BatchTransaction(SqliteTransaction):
         """Forget the current work's deferred rows and roll back what it wrote."""
         del self._beats[self._mark[0] :]
         del self._audit[self._mark[1] :]
-        self._leases.give_back(self._drained[self._drained_mark :])
+        self._leases.give_back(self._drained[self._drained_mark :], unverified=self._verify)
         del self._drained[self._drained_mark :]
         self._learned.undo_work()
         if self._savepoint:
@@ -110,7 +110,7 @@ class BatchTransaction(SqliteTransaction):
 
     def give_back(self) -> None:
         """The transaction was rolled back: the acks it wrote go back to the cache."""
-        self._leases.give_back(self._drained)
+        self._leases.give_back(self._drained, unverified=self._verify)
         self._drained = []
 
     def cacheable(self) -> tuple[list[tuple[str, Node, License]], list[Pool]]:

@@ -87,6 +87,7 @@ class LeaseCache:
         self._version: int | None = None
         self._fresh_until = 0.0
         self._closed = False
+        self._unverified = False  # acks given back by a transaction that had to verify them
 
     # -- answering --------------------------------------------------------------------------
 
@@ -139,7 +140,9 @@ class LeaseCache:
             self._version = version
             if changed:
                 self._clear()
-            return changed and bool(self._acks)
+            verify = (changed or self._unverified) and bool(self._acks)
+            self._unverified = False
+            return verify
 
     def committed(self) -> None:
         """A transaction that began with `checked` has committed: the cache may answer for
@@ -155,11 +158,13 @@ class LeaseCache:
             acks, self._acks = self._acks, []
         return acks
 
-    def give_back(self, acks: Sequence[Ack]) -> None:
-        """Acks whose writing was rolled back: they are written by a later transaction."""
+    def give_back(self, acks: Sequence[Ack], *, unverified: bool = False) -> None:
+        """Acks whose writing was rolled back: they are written by a later transaction, which
+        verifies them first if `unverified` (they were taken under a stale cache)."""
         if acks:
             with self._mutex:
                 self._acks[:0] = acks
+                self._unverified = self._unverified or unverified
 
     def remember(self, leases: Iterable[tuple[str, Node, License]], pools: Iterable[Pool]) -> None:
         """Add what a transaction read and did not change, once it has committed."""
