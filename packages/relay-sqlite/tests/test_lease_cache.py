@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+import relay_core.service
 from relay_core import ClaimStatus, Relay
 from relay_core.errors import ClaimConflictError, StorageError
 from relay_core.model import License, Node
@@ -227,30 +228,36 @@ def test_a_cull_spares_a_node_whose_heartbeat_the_cache_answered_meanwhile(
 ) -> None:
     """The race a cull has with heartbeats, made to happen: after the cull has written the
     pending rows and read the expired nodes, but before it evicts them, the cache answers a
-    heartbeat for one. That heartbeat came first, so the node must not be culled."""
+    heartbeat for one. That heartbeat came first, so the node must not be culled; and sparing
+    it must not end the pass early (batches of 2 here: the first still culls 2 nodes)."""
+    monkeypatch.setattr(relay_core.service, "CULL_BATCH", 2)
     late = relay.claim("late")
-    silent = relay.claim("silent")
+    silent = [relay.claim("silent-1"), relay.claim("silent-2")]
     clock.advance(61)
     evict = store._leases.evict_for_cull
+    calls: list[list[int]] = []
 
     def heartbeat_in_between(node_ids: list[int]) -> set[int]:
-        assert sorted(node_ids) == sorted([late.node.id, silent.node.id])
-        now = int(clock.now())
-        answered, lease = store._leases.attempt(lambda tx: relay._claim(tx, "late", None, now))
-        assert answered
-        assert lease is not None
-        assert lease.status is ClaimStatus.EXTENDED
+        calls.append(sorted(node_ids))
+        if len(calls) == 1:
+            now = int(clock.now())
+            answered, lease = store._leases.attempt(lambda tx: relay._claim(tx, "late", None, now))
+            assert answered
+            assert lease is not None
+            assert lease.status is ClaimStatus.EXTENDED
         return evict(node_ids)
 
     monkeypatch.setattr(store._leases, "evict_for_cull", heartbeat_in_between)
     report = relay.cull()
-    assert (report.culled, report.released) == (1, 1)
+    assert (report.culled, report.released) == (2, 2)
+    quiet = sorted(lease.node.id for lease in silent)
+    assert calls[:2] == [sorted([late.node.id, quiet[0]]), quiet]
     assert _beat_of(raw, late.node.id) == int(clock.now())
     holders = dict(raw.execute("SELECT id, node_id FROM licenses WHERE node_id IS NOT NULL"))
     assert holders == {late.license.id: late.node.id}
     monkeypatch.undo()
     assert relay.claim("late").status is ClaimStatus.EXTENDED
-    assert relay.claim("silent").status is ClaimStatus.CREATED
+    assert relay.claim("silent-1").status is ClaimStatus.CREATED
 
 
 def test_a_failed_commit_gives_the_heartbeats_back_to_be_written_once(

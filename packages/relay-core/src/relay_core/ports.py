@@ -190,8 +190,10 @@ class CombiningStore(Store, Protocol):
 
         One exception, for speed: work that only reads a node's lease and then records a
         heartbeat and audit rows may be answered before it is committed, if the store commits
-        those rows shortly after (within a bound it documents), before any later work reads
-        or changes that lease, and on `close()`. `SqliteStore` does so (`relay_sqlite.leases`).
+        those rows shortly after (within a delay it documents), before any later work changes
+        that lease, culls or reads the audit log, and on `close()`. Until then only that node's
+        `last_heartbeat_at` and those audit rows lag. `SqliteStore` does so
+        (`relay_sqlite.leases`).
         """
         ...
 

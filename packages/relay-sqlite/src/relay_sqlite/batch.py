@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from relay_core.errors import StorageError
 from relay_core.model import AuditEntry, AuditRecord, License, NewLicense, Node, Pool, Strategy
 
+from .connection import data_version
 from .leases import Ack, LeaseCache
 from .transaction import _IDS, SqliteTransaction
 
@@ -49,6 +50,7 @@ class BatchTransaction(SqliteTransaction):
     __slots__ = (
         "_audit",
         "_beats",
+        "_broken",
         "_dirty",
         "_drained",
         "_drained_mark",
@@ -80,6 +82,7 @@ class BatchTransaction(SqliteTransaction):
         self._drained: list[Ack] = []  # acks written in this transaction
         self._drained_mark = 0  # where those written since the current work's savepoint start
         self._learned = _Learned()
+        self._broken = False  # a write of deferred rows failed: the transaction is unusable
 
     # -- the life of one piece of work -------------------------------------------------------
 
@@ -102,6 +105,16 @@ class BatchTransaction(SqliteTransaction):
             self._conn.execute("ROLLBACK")
             self._dirty = False
             self._conn.execute("BEGIN IMMEDIATE")
+            # Another process may have committed in between: check again, and forget what
+            # earlier work read before it.
+            self._verify = self._leases.checked(data_version(self._conn)) or self._verify
+            self._learned = _Learned()
+
+    @property
+    def broken(self) -> bool:
+        """Whether writing deferred rows failed, leaving some written and some not: nothing
+        in this transaction can be committed (SQLite may even have rolled it all back)."""
+        return self._broken
 
     def flush(self) -> None:
         """Write every deferred row: before COMMIT, outside any work, or for `_sync`."""
@@ -147,17 +160,21 @@ class BatchTransaction(SqliteTransaction):
                 acks = self._still_held(acks)
             beats = [beat for ack in acks for beat in ack.beats] + list(beats)
             audit = [entry for ack in acks for entry in ack.audit] + list(audit)
-        if beats:
-            latest = dict(beats)  # a node beaten twice keeps its last time
-            by_time: dict[int, list[int]] = {}
-            for node_id, now in latest.items():
-                by_time.setdefault(now, []).append(node_id)
-            for now, node_ids in by_time.items():
-                self._all(_BEAT, (now, json.dumps(node_ids)))
-            self._dirty = True
-        if audit:
-            super().append_audit(audit)
-            self._dirty = True
+        try:
+            if beats:
+                latest = dict(beats)  # a node beaten twice keeps its last time
+                by_time: dict[int, list[int]] = {}
+                for node_id, now in latest.items():
+                    by_time.setdefault(now, []).append(node_id)
+                for now, node_ids in by_time.items():
+                    self._all(_BEAT, (now, json.dumps(node_ids)))
+                self._dirty = True
+            if audit:
+                super().append_audit(audit)
+                self._dirty = True
+        except Exception:
+            self._broken = True
+            raise
 
     def _still_held(self, acks: list[Ack]) -> list[Ack]:
         """The acks whose leases all still hold (another process may have ended some)."""
@@ -207,14 +224,13 @@ class BatchTransaction(SqliteTransaction):
 
     def cull_batch(self, cutoff: int, now: int, limit: int) -> list[Culled]:
         """Cull as `SqliteTransaction` does, except nodes whose heartbeat the cache answered
-        after the pending rows were written: that heartbeat came first, so they are spared
-        (and culled by a later pass if they stay silent)."""
+        after the pending rows were written: that heartbeat came first, so they are spared."""
         self._sync()
-        node_ids = self._cull_candidates(cutoff, limit)
-        spared = self._leases.evict_for_cull(node_ids)
-        if spared:
-            node_ids = [node for node in node_ids if node not in spared]
-            self.flush()
+        while True:
+            node_ids = self._cull_candidates(cutoff, limit)
+            if not self._leases.evict_for_cull(node_ids):
+                break
+            self.flush()  # the spared nodes' heartbeats: read again, they are no longer stale
         for node_id in node_ids:
             self._learned.touch_node(node_id)
         culled = self._cull(node_ids, now)

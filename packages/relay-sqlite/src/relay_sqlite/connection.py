@@ -13,7 +13,7 @@ from relay_core.errors import SchemaVersionError, StorageAccessError, StorageErr
 from .errors import translate
 from .migrations import EXTENSION_VERSION, EXTENSIONS, LATEST_VERSION, MIGRATIONS, Migration
 
-__all__ = ["DEFAULT_PRAGMAS", "connect", "migrate", "schema_version"]
+__all__ = ["DEFAULT_PRAGMAS", "connect", "data_version", "migrate", "schema_version"]
 
 DEFAULT_PRAGMAS: Mapping[str, str] = {
     "page_size": "8192",
@@ -244,3 +244,8 @@ def _extend(conn: sqlite3.Connection, path: str, extension: Migration) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """`PRAGMA data_version`: it changes when another connection commits."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])

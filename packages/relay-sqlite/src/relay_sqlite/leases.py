@@ -6,7 +6,7 @@ the store lock then waits to take it back while every other request waits on tha
 (docs/performance.md). So a heartbeat for a lease the store has seen is answered without SQL:
 `SqliteStore.run` first tries the work on a `CachedTransaction`, whose reads come from here and
 whose heartbeat and audit rows go to a pending list (an `Ack`) that the next transaction writes,
-at the latest `FLUSH_INTERVAL` later. Any other primitive raises `CacheMiss`, and the work runs
+or by a flusher thread that waits `FLUSH_INTERVAL` and then runs one. Any other primitive raises `CacheMiss`, and the work runs
 again in a real transaction.
 
 What keeps the answers right:
@@ -22,8 +22,11 @@ What keeps the answers right:
 - A cull spares a node whose heartbeat arrived between its reading the expired nodes and its
   evicting them.
 
-The price: a process killed hard loses up to `FLUSH_INTERVAL` of heartbeats (times and audit
-rows together; the nodes heartbeat again). A clean close writes them.
+Until written, only the node's `last_heartbeat_at` and those audit rows lag: work that changes
+the lease, culls or reads the audit log writes them first (a plain read of the node does not).
+The price: a process killed hard loses the heartbeats of about the last `FLUSH_INTERVAL` plus
+one transaction (times and audit rows together; the nodes heartbeat again), more while writes
+fail. A clean close writes them.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ __all__ = ["FLUSH_INTERVAL", "STALE_AFTER", "Ack", "CacheMiss", "CachedTransacti
 T = TypeVar("T")
 
 FLUSH_INTERVAL = 0.05
-"""Seconds a heartbeat answered from the cache waits, at most, for the store to write it."""
+"""Seconds the flusher waits after the first unwritten heartbeat before it writes them all."""
 
 STALE_AFTER = 0.25
 """Seconds after the last `data_version` check during which the cache may answer."""

@@ -13,7 +13,7 @@ threads then take turns at the connection without each waking the next, and shar
 one COMMIT and one write of each page they all touch.
 
 Heartbeats for leases the store has already read are answered before any of that, from a
-`LeaseCache`, and written by the next transaction; a background thread runs one at the latest
+`LeaseCache`, and written by the next transaction; a background thread runs one
 `FLUSH_INTERVAL` after the first unwritten heartbeat (see `relay_sqlite.leases`).
 """
 
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from relay_core.errors import StorageAccessError, StorageError
 
 from .batch import BatchTransaction
-from .connection import _busy_ms, connect, merged_pragmas, migrate
+from .connection import _busy_ms, connect, data_version, merged_pragmas, migrate
 from .errors import translate
 from .fairlock import FairLock
 from .leases import FLUSH_INTERVAL, LeaseCache
@@ -101,7 +101,7 @@ class SqliteStore:
             try:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
-                    verify = self._leases.checked(_data_version(conn))
+                    verify = self._leases.checked(data_version(conn))
                 except sqlite3.Error as exc:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
@@ -136,8 +136,8 @@ class SqliteStore:
 
         If `work` raises, its changes alone are rolled back and the exception is re-raised
         here; if the shared commit fails, every call it covered raises the `StorageError`.
-        Work the lease cache can answer (a heartbeat) returns at once, and is committed
-        within `FLUSH_INTERVAL`.
+        Work the lease cache can answer (a heartbeat) returns at once, and is committed by the
+        next transaction, about `FLUSH_INTERVAL` later at most while writes succeed.
         """
         self._refuse_nested()
         if self._leases.fresh():
@@ -188,6 +188,8 @@ class SqliteStore:
                 successor.gate.release()
         if changes is not None:
             self._after_commit(changes)
+        elif self._leases.pending:  # the batch gave heartbeats back: have them retried
+            self._flush_soon()
 
     def _run_batch(self, batch: list[_Slot]) -> int | None:
         """Each slot's work in one transaction, undone alone if it fails; the store's total
@@ -196,7 +198,7 @@ class SqliteStore:
         try:
             conn = self._usable()
             conn.execute("BEGIN IMMEDIATE")
-            verify = self._leases.checked(_data_version(conn))
+            verify = self._leases.checked(data_version(conn))
         except (sqlite3.Error, StorageError) as exc:
             if conn is not None and conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -211,13 +213,13 @@ class SqliteStore:
                 slot.succeed(slot.work(tx))
                 done.append(slot)
             except BaseException as exc:
-                slot.fail(self._as_storage_error(exc))
-                try:
-                    tx.undo_work()
-                except sqlite3.Error as undo:
+                failed = self._as_storage_error(exc)
+                slot.fail(failed)
+                lost = self._undo(tx, conn, failed)
+                if lost is not None:
                     # SQLite may have rolled back the whole transaction itself (a full disk,
-                    # an I/O error): the work done so far is gone, and nothing more can run.
-                    lost = self._translate(undo)
+                    # an I/O error), or deferred rows were half written: the work done so
+                    # far is gone or unusable, and nothing more can run.
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     tx.give_back()
@@ -239,6 +241,20 @@ class SqliteStore:
         self._leases.remember(*tx.cacheable())
         return conn.total_changes
 
+    def _undo(
+        self, tx: BatchTransaction, conn: sqlite3.Connection, failed: BaseException
+    ) -> BaseException | None:
+        """Undo the failed piece of work alone; the error that ends the batch if it cannot."""
+        if tx.broken:
+            return failed
+        try:
+            tx.undo_work()
+        except sqlite3.Error as undo:
+            return self._translate(undo)
+        if not conn.in_transaction:
+            return StorageError(f"database {self.path}: the transaction was rolled back")
+        return None
+
     def _flush_soon(self) -> None:
         """Have the flusher thread write the cache's pending heartbeats shortly."""
         with self._flusher_lock:
@@ -250,12 +266,15 @@ class SqliteStore:
         self._flush_wanted.set()
 
     def _flush_loop(self) -> None:
-        while self._flush_wanted.wait() and not self._closing.wait(FLUSH_INTERVAL):
-            self._flush_wanted.clear()
-            try:
-                self._combined(_nothing)
-            except StorageError:
-                self._flush_wanted.set()  # the heartbeats went back to the cache: try again
+        try:
+            while self._flush_wanted.wait() and not self._closing.wait(FLUSH_INTERVAL):
+                self._flush_wanted.clear()
+                with contextlib.suppress(StorageError):  # the next round tries again
+                    self._combined(_nothing)
+        finally:  # on a bug, the next heartbeat answered from the cache starts another
+            with self._flusher_lock:
+                if self._flusher is threading.current_thread():
+                    self._flusher = None
 
     def _refuse_nested(self) -> None:
         """The thread running a transaction's work must not open another: it would deadlock."""
@@ -348,7 +367,9 @@ class SqliteStore:
             flusher.join()
         self._leases.close()
         try:
-            if self._leases.pending and self._conn is not None:
+            # Queued behind any batch still running, so its heartbeats, if it gives them
+            # back, are written too.
+            if (flusher is not None or self._leases.pending) and self._conn is not None:
                 self._combined(_nothing)
         finally:
             self._close_connections()
@@ -394,11 +415,6 @@ class _Slot:
 
 def _nothing(tx: SqliteTransaction) -> None:
     """Work for a transaction run only to write what is pending."""
-
-
-def _data_version(conn: sqlite3.Connection) -> int:
-    """Changes when another connection commits: the cache must then be checked."""
-    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _identity(path: str) -> tuple[int, int] | None:
