@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -72,15 +74,16 @@ def relay(store: SqliteStore, ticker: Ticker, clock: FrozenClock, writer: Licens
     return relay
 
 
-def _count(store: SqliteStore, *, fail_commit: bool = False) -> Counting:
+@contextmanager
+def _counted(store: SqliteStore, *, fail_commit: bool = False) -> Iterator[Counting]:
+    """The store's statements counted (and COMMIT failing, if asked) inside the block."""
     assert store._conn is not None
     counting = Counting(store._conn, fail_commit)
     store._conn = counting  # type: ignore[assignment]
-    return counting
-
-
-def _uncount(store: SqliteStore, counting: Counting) -> None:
-    store._conn = counting._conn
+    try:
+        yield counting
+    finally:
+        store._conn = counting._conn
 
 
 def _events(raw: sqlite3.Connection) -> list[tuple[str, int]]:
@@ -99,11 +102,8 @@ def test_a_heartbeat_after_a_claim_runs_no_sql_and_is_written_by_the_next_transa
 ) -> None:
     claimed = relay.claim("n1")
     clock.advance(5)
-    counting = _count(store)
-    try:
+    with _counted(store) as counting:
         extended = relay.claim("n1")
-    finally:
-        _uncount(store, counting)
     assert counting.statements == []
     assert extended.status is ClaimStatus.EXTENDED
     assert extended.license == claimed.license
@@ -168,11 +168,8 @@ def test_a_release_evicts_so_the_next_claim_is_a_new_lease(
 def test_a_stale_cache_answers_nothing(store: SqliteStore, relay: Relay, ticker: Ticker) -> None:
     relay.claim("n1")
     ticker.now += STALE_AFTER
-    counting = _count(store)
-    try:
+    with _counted(store) as counting:
         assert relay.claim("n1").status is ClaimStatus.EXTENDED
-    finally:
-        _uncount(store, counting)
     assert "PRAGMA data_version" in counting.statements  # it ran in a transaction
 
 
@@ -207,12 +204,8 @@ def test_heartbeats_to_verify_stay_to_verify_after_a_failed_commit(
     raw.execute("UPDATE nodes SET deactivated_at = 1 WHERE id = ?", (claimed.node.id,))
     clock.advance(2)
     relay.claim("n1")  # answered from the stale cache
-    counting = _count(store, fail_commit=True)
-    try:
-        with pytest.raises(StorageError, match="disk is full"):
-            relay.claim("n2")
-    finally:
-        _uncount(store, counting)
+    with _counted(store, fail_commit=True), pytest.raises(StorageError, match="disk is full"):
+        relay.claim("n2")
     relay.claim("n2")
     assert not store._leases.pending
     assert _beat_of(raw, claimed.node.id) == claimed.node.last_heartbeat_at
@@ -266,12 +259,8 @@ def test_a_failed_commit_gives_the_heartbeats_back_to_be_written_once(
     claimed = relay.claim("n1")
     clock.advance(4)
     relay.claim("n1")
-    counting = _count(store, fail_commit=True)
-    try:
-        with pytest.raises(StorageError, match="disk is full"):
-            relay.claim("n2")
-    finally:
-        _uncount(store, counting)
+    with _counted(store, fail_commit=True), pytest.raises(StorageError, match="disk is full"):
+        relay.claim("n2")
     assert store._leases.pending
     relay.claim("n2")
     assert _beat_of(raw, claimed.node.id) == claimed.node.last_heartbeat_at + 4
@@ -286,8 +275,7 @@ def test_while_commits_fail_the_cache_stops_answering_once_stale(
     answered from memory past STALE_AFTER, so nodes see the error and nothing piles up."""
     relay.claim("n1")
     relay.claim("n1")  # pending
-    counting = _count(store, fail_commit=True)
-    try:
+    with _counted(store, fail_commit=True):
         with pytest.raises(StorageError, match="disk is full"):
             relay.claim("n2")
         assert relay.claim("n1").status is ClaimStatus.EXTENDED  # still fresh: answered
@@ -296,8 +284,6 @@ def test_while_commits_fail_the_cache_stops_answering_once_stale(
             relay.claim("n2")  # began and read data_version, but did not commit
         with pytest.raises(StorageError, match="disk is full"):
             relay.claim("n1")
-    finally:
-        _uncount(store, counting)
     relay.claim("n2")  # the disk has space again: everything pending is written
     assert not store._leases.pending
     assert relay.claim("n1").status is ClaimStatus.EXTENDED
@@ -312,11 +298,8 @@ def test_a_plain_transaction_writes_pending_heartbeats_and_empties_the_cache(
     assert relay.get_node(claimed.node.id) == Node(
         claimed.node.id, "n1", claimed.node.last_heartbeat_at + 2, claimed.node.created_at, None
     )
-    counting = _count(store)
-    try:
+    with _counted(store) as counting:
         assert relay.claim("n1").status is ClaimStatus.EXTENDED
-    finally:
-        _uncount(store, counting)
     assert counting.statements  # the cache was emptied: SQL answered
 
 
@@ -333,14 +316,11 @@ def test_pooled_heartbeats_are_answered_and_the_wrong_pool_is_not(
 ) -> None:
     relay.claim("n1", "p")
     relay.claim("n1", "p")  # the pool was read by a transaction: now cached with the lease
-    counting = _count(store)
-    try:
+    with _counted(store) as counting:
         assert relay.claim("n1", "p").status is ClaimStatus.EXTENDED
         assert counting.statements == []
         with pytest.raises(ClaimConflictError):
             relay.claim("n1")  # held in "p", asked in the global pool: a question for SQL
-    finally:
-        _uncount(store, counting)
     assert counting.statements
 
 
@@ -350,14 +330,11 @@ def test_the_cache_stops_growing_at_its_byte_budget(
     first = relay.claim("n1")
     monkeypatch.setattr(leases_module, "MAX_FILE_BYTES", len(first.license.file) + 1)
     relay.claim("n2")  # granted, but past the budget: not kept
-    counting = _count(store)
-    try:
+    with _counted(store) as counting:
         relay.claim("n1")
         assert counting.statements == []
         relay.claim("n2")
         assert counting.statements  # answered by SQL
-    finally:
-        _uncount(store, counting)
 
 
 def test_work_that_reads_no_cached_lease_is_never_answered_by_the_cache() -> None:
