@@ -271,8 +271,7 @@ class BatchTransaction(SqliteTransaction):
 
     def activate_node(self, fingerprint: str, now: int) -> Node:
         self._before_write()
-        self._learned.touch_fingerprint(fingerprint)
-        self._leases.evict_fingerprint(fingerprint)
+        self._touch_fingerprint(fingerprint)
         node = super().activate_node(fingerprint, now)
         self._learned.read(fingerprint, node, None)
         return node
@@ -283,6 +282,10 @@ class BatchTransaction(SqliteTransaction):
         super().deactivate_node(node_id, now)
 
     # Evicted before the write, so no heartbeat is answered from the row while it changes.
+    def _touch_fingerprint(self, fingerprint: str) -> None:
+        self._learned.touch_fingerprint(fingerprint)
+        self._leases.evict_fingerprint(fingerprint)
+
     def _touch_node(self, node_id: int) -> None:
         self._learned.touch_node(node_id)
         self._leases.evict_node(node_id)
@@ -296,14 +299,25 @@ class _Learned:
     """Leases a transaction knows to hold once it commits: those it read and did not write
     afterwards, and those it granted and did not write afterwards; and the pools it saw."""
 
-    __slots__ = ("_granted", "_in_work", "_nodes", "_read", "_touched", "pools")
+    __slots__ = (
+        "_granted",
+        "_in_work",
+        "_nodes",
+        "_read",
+        "_touched_fingerprints",
+        "_touched_licenses",
+        "_touched_nodes",
+        "pools",
+    )
 
     def __init__(self) -> None:
         self._read: dict[str, tuple[Node, License]] = {}
         self._nodes: dict[int, tuple[str, Node]] = {}  # active nodes read or activated
         self._granted: dict[int, License] = {}  # by node id
         self._in_work: list[int] = []  # nodes granted a license by the current work
-        self._touched: tuple[set[str], set[int], set[int]] = (set(), set(), set())
+        self._touched_fingerprints: set[str] = set()
+        self._touched_nodes: set[int] = set()
+        self._touched_licenses: set[int] = set()
         self.pools: list[Pool] = []
 
     def begin_work(self) -> None:
@@ -324,24 +338,25 @@ class _Learned:
         self._in_work.append(node_id)
 
     def touch_fingerprint(self, fingerprint: str) -> None:
-        self._touched[0].add(fingerprint)
+        self._touched_fingerprints.add(fingerprint)
 
     def touch_node(self, node_id: int) -> None:
-        self._touched[1].add(node_id)
+        self._touched_nodes.add(node_id)
         self._granted.pop(node_id, None)
 
     def touch_license(self, license_id: int) -> None:
-        self._touched[2].add(license_id)
+        self._touched_licenses.add(license_id)
         for node_id, lic in list(self._granted.items()):
             if lic.id == license_id:
                 del self._granted[node_id]
 
     def leases(self) -> list[tuple[str, Node, License]]:
-        fingerprints, nodes, licenses = self._touched
         found = [
             (fingerprint, node, lic)
             for fingerprint, (node, lic) in self._read.items()
-            if fingerprint not in fingerprints and node.id not in nodes and lic.id not in licenses
+            if fingerprint not in self._touched_fingerprints
+            and node.id not in self._touched_nodes
+            and lic.id not in self._touched_licenses
         ]
         for node_id, lic in self._granted.items():
             if node_id in self._nodes:

@@ -5,9 +5,9 @@ but the GIL: CPython's `sqlite3` lets go of it around every statement, and the t
 the store lock then waits to take it back while every other request waits on that thread
 (docs/performance.md). So a heartbeat for a lease the store has seen is answered without SQL:
 `SqliteStore.run` first tries the work on a `CachedTransaction`, whose reads come from here and
-whose heartbeat and audit rows go to a pending list (an `Ack`) that the next transaction writes,
-or by a flusher thread that waits `FLUSH_INTERVAL` and then runs one. Any other primitive raises `CacheMiss`, and the work runs
-again in a real transaction.
+whose heartbeat and audit rows go to a pending list (an `Ack`). The next transaction writes
+them; a flusher thread runs one `FLUSH_INTERVAL` after the first unwritten ack. Any other
+primitive raises `CacheMiss`, and the work runs again in a real transaction.
 
 What keeps the answers right:
 
@@ -20,7 +20,7 @@ What keeps the answers right:
   only for leases that still hold. Answers are given only within `STALE_AFTER` of the commit
   of a transaction that made this check, so a store that cannot write stops answering.
 - A cull spares a node whose heartbeat arrived between its reading the expired nodes and its
-  evicting them.
+  evicting them, and reads the expired nodes again.
 
 Until written, only the node's `last_heartbeat_at` and those audit rows lag: work that changes
 the lease, culls or reads the audit log writes them first (a plain read of the node does not).
@@ -49,7 +49,8 @@ FLUSH_INTERVAL = 0.05
 """Seconds the flusher waits after the first unwritten heartbeat before it writes them all."""
 
 STALE_AFTER = 0.25
-"""Seconds after the last `data_version` check during which the cache may answer."""
+"""Seconds after the last committed transaction (each checks `data_version`) during which the
+cache may answer."""
 
 MAX_FILE_BYTES = 16 * 2**20
 """The cache keeps the license files it returns; past this many bytes of them it adds no more."""
