@@ -23,7 +23,7 @@ import attrs
 import pytest
 from relay_core.testing import LicenseWriter
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "keygen"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "keygen"
 KEYGEN_LICENSE_1 = (
     "license_1.lic",
     "dcea31a4-1664-4633-9f52-4a1b0b5ea2ef",
@@ -159,7 +159,7 @@ def ws(tmp_path: Path, writer: LicenseWriter) -> Workspace:
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
     if not (FIXTURES / "license_1.lic").exists():
-        pytest.fail(f"the shared Keygen fixtures are missing at {FIXTURES}")
+        pytest.fail(f"the Keygen fixtures are missing at {FIXTURES}")
     return FIXTURES
 
 

@@ -180,7 +180,7 @@ def test_future_issued_file_is_rejected(ws: Workspace) -> None:
 
 
 def test_expired_real_keygen_files_are_rejected(ws: Workspace, fixtures: Path) -> None:
-    """The shared real files expired on 2026-01-04: rejected as expired, `ls` unchanged."""
+    """The real Keygen files expired on 2026-01-04: rejected as expired, `ls` unchanged."""
     key_hex = (fixtures / "public_key.hex").read_text().strip()
     kept = ws.license("kept")
     ws.add(kept)

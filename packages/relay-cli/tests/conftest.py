@@ -13,8 +13,8 @@ from relay_cli.machine import Machine
 from relay_core import Relay
 from relay_core.testing import FrozenClock, LicenseWriter, MemoryStore
 
-# The shared folder lies beside the repository (../shared), in CI as in development.
-FIXTURES = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "keygen"
+# The real Keygen files live in the repository (tests/fixtures/keygen).
+FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "keygen"
 LICENSE_1_GUID = "dcea31a4-1664-4633-9f52-4a1b0b5ea2ef"
 LICENSE_1_KEY = "9E32DD-D8CC22-771926-C2D834-C506DC-V3"
 LICENSE_2_GUID = "592d08c2-4045-462c-a981-dcd2bb78ce06"
@@ -84,7 +84,7 @@ def cli(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Cli:
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
     if not (FIXTURES / "license_1.lic").exists():
-        pytest.fail(f"the shared Keygen fixtures are missing at {FIXTURES}")
+        pytest.fail(f"the Keygen fixtures are missing at {FIXTURES}")
     return FIXTURES
 
 
