@@ -161,7 +161,7 @@ def create_app(
         print_error=False,
         help_on_error=False,
     )
-    app.command(without_flags(add, {"public_key"} if lock else ()))
+    app.command(without_flags(add, {"public_key", "public_key_file"} if lock else ()))
     app.command(completion_command(app), name="completion")
     app.command(delete, name="del")
     app.command(fingerprint_command(this_machine), name="fingerprint")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import Parameter
 
+from .publickey import PublicKeyFileFlag, PublicKeyFlag, resolve_public_key
 from .runtime import Runtime, UsageError
 from .tables import choose_layout, render, rfc3339
 from .values import env_str, split_csv
@@ -42,8 +43,9 @@ def add(
     *,
     file: Annotated[list[str] | None, Parameter(negative="")] = None,
     key: Annotated[list[str] | None, Parameter(negative="")] = None,
-    public_key: str | None = None,
+    public_key: PublicKeyFlag = None,
     pool: str | None = None,
+    public_key_file: PublicKeyFileFlag = None,
     runtime: Injected,
 ) -> int:
     """push license(s) to the local relay server's pool
@@ -58,15 +60,19 @@ def add(
     key
         license key for decryption, one per --file (repeatable; comma-separated)
     public_key
-        your keygen.sh public key for verification: Ed25519 hex or RSA PEM [$RELAY_PUBLIC_KEY]
+        your keygen.sh public key for verification: Ed25519 hex or RSA PEM, e.g.
+        "$(cat pub.pem)" [$RELAY_PUBLIC_KEY]
     pool
         pool to add the license to [$RELAY_POOL=prod]
+    public_key_file
+        read the public key (Ed25519 hex or RSA PEM) from this file instead of --public-key
+        [$RELAY_PUBLIC_KEY_FILE]
     """
     env = runtime.environ
-    if runtime.lock is not None:  # node-locked: the flag is removed, the locked key is used
+    if runtime.lock is not None:  # node-locked: the flags are removed, the locked key is used
         public_key = runtime.lock.public_key
-    elif public_key is None:
-        public_key = env_str(env, "RELAY_PUBLIC_KEY")
+    else:
+        public_key = resolve_public_key(public_key, public_key_file, env)
     require(file=file, key=key, public_key=public_key)
     assert public_key is not None
     files, keys = split_csv(file or []), split_csv(key or [])

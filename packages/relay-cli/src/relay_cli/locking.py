@@ -95,6 +95,9 @@ def _text(values: Mapping[str, object], name: str) -> str | None:
 
 
 def check_public_key(value: str) -> str:
+    """Ed25519 hex (returned lowercase) or a PEM block that `relay_core.keygen` can load."""
+    if value.startswith("-----"):
+        return _check_pem_public_key(value)
     try:
         raw = bytes.fromhex(value)
     except ValueError:
@@ -106,6 +109,17 @@ def check_public_key(value: str) -> str:
             f"invalid public key: {len(raw)} bytes, an Ed25519 public key has 32 (64 hex digits)"
         )
     return raw.hex()
+
+
+def _check_pem_public_key(value: str) -> str:
+    from relay_core.errors import InvalidPublicKeyError
+    from relay_core.keygen import KeygenVerifier
+
+    try:
+        KeygenVerifier(value, kind="machine")
+    except InvalidPublicKeyError as exc:
+        raise LockConfigError(str(exc)) from None
+    return value.strip() + "\n"
 
 
 def check_fingerprint(value: str) -> str:

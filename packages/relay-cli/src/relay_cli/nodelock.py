@@ -17,6 +17,7 @@ from cyclopts import App, Parameter
 from . import __version__
 from .locking import FIELDS, LockConfig, LockConfigError
 from .machine import Machine, MachineError
+from .publickey import PublicKeyFileFlag, PublicKeyFlag, resolve_public_key
 from .runtime import Runtime, UsageError
 
 __all__ = [
@@ -90,7 +91,7 @@ def fingerprint_command(machine: Callable[[], Machine]) -> Callable[[], int]:
 
 def build(
     *,
-    public_key: str | None = None,
+    public_key: PublicKeyFlag = None,
     fingerprint: str | None = None,
     platform: str | None = None,
     hostname: str | None = None,
@@ -99,6 +100,7 @@ def build(
     port: Annotated[int | None, Parameter(name=["--port"])] = None,
     signing_secret: str | None = None,
     output: Path | None = None,
+    public_key_file: PublicKeyFileFlag = None,
     runtime: Annotated[Runtime, Parameter(parse=False)],
 ) -> int:
     """write a relay-lock wheel that binds relay to one customer machine
@@ -109,7 +111,8 @@ def build(
     Parameters
     ----------
     public_key
-        your Keygen account's Ed25519 public key (hex); verifies machine and license files
+        your Keygen account's public key, Ed25519 hex or RSA PEM (e.g. "$(cat pub.pem)");
+        verifies machine and license files
     fingerprint
         the machine's fingerprint, as `relay fingerprint` prints it there
     platform
@@ -126,9 +129,12 @@ def build(
         force `serve` to sign responses with this secret and remove --signing-secret
     output
         directory to write the wheel into (created if missing)
+    public_key_file
+        read the public key (Ed25519 hex or RSA PEM) from this file instead of --public-key
     """
     from .licenses import require
 
+    public_key = resolve_public_key(public_key, public_key_file, {})
     require(public_key=public_key, fingerprint=fingerprint, output=output)
     assert output is not None
     try:

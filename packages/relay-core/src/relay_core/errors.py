@@ -9,6 +9,7 @@ at their edge (``raise StorageError(...) from exc``), so callers never see ``sql
     ├── LicenseFileError            a license or machine file cannot be used
     │   ├── LicenseFileNotFoundError
     │   ├── LicenseFileReadError
+    │   ├── LicenseKeyMismatchError "license key does not match the license file"
     │   ├── VerificationError       "license verification failed: license file is invalid"
     │   └── DecryptionError         "license decryption failed: <reason>"
     ├── InvalidPublicKeyError
@@ -43,6 +44,7 @@ __all__ = [
     "LicenseFileError",
     "LicenseFileNotFoundError",
     "LicenseFileReadError",
+    "LicenseKeyMismatchError",
     "LicenseNotFoundError",
     "NoLicensesAvailableError",
     "PoolNotFoundError",
@@ -88,6 +90,19 @@ class LicenseFileReadError(LicenseFileError):
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"failed to read license file: {reason}")
+        self.path = path
+
+
+class LicenseKeyMismatchError(LicenseFileError):
+    """Raised when the key given with a license file is not the key the file itself holds.
+
+    An encrypted file proves its key by decrypting; an unencrypted (``base64+``) one does not,
+    so a wrong key would be stored and handed to nodes with the file.
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        where = "" if path is None else f" '{path}'"
+        super().__init__(f"license key does not match the license file{where}")
         self.path = path
 
 

@@ -19,6 +19,7 @@ from .errors import (
     DuplicateLicenseError,
     LicenseFileNotFoundError,
     LicenseFileReadError,
+    LicenseKeyMismatchError,
     LicenseNotFoundError,
     NoLicensesAvailableError,
     PoolNotFoundError,
@@ -89,6 +90,13 @@ def read_license_source(source: LicenseSource) -> tuple[str, bytes]:
         raise LicenseFileReadError(path, f"read {path}: {exc.strerror or exc}") from None
 
 
+def check_license_key(file: LicenseFile, key: str, *, label: str) -> None:
+    """The key given with a file must be the one inside it (`data.attributes.key`): an
+    unencrypted file would otherwise be stored with, and handed out with, a wrong key."""
+    if file.key != key.strip():
+        raise LicenseKeyMismatchError(None if label == "<bytes>" else label)
+
+
 @attrs.frozen
 class CullReport:
     """What one cull pass did."""
@@ -141,8 +149,10 @@ class Relay:
 
     def verify_license(self, source: LicenseSource, key: str, *, public_key: str) -> LicenseFile:
         """Read, verify and decrypt one license file without storing it."""
-        _, raw = read_license_source(source)
-        return self.verifier(public_key).verify(raw, key.strip(), now=self.clock.now())
+        label, raw = read_license_source(source)
+        file = self.verifier(public_key).verify(raw, key.strip(), now=self.clock.now())
+        check_license_key(file, key, label=label)
+        return file
 
     def add_licenses(
         self,
@@ -166,6 +176,7 @@ class Relay:
             try:
                 label, raw = read_license_source(source)
                 file = verifier.verify(raw, key.strip(), now=now_f)
+                check_license_key(file, key, label=label)
             except RelayError as exc:
                 errors.append((index, label, exc))
                 continue
