@@ -22,6 +22,14 @@ What it does:
 The load generator is standard library only: `--procs` processes, each with its share of the
 connections as threads, one keep-alive `http.client` connection per thread. Client and servers
 share the machine's cores, so quote the ratios, not the absolute numbers.
+
+`--wrk` measures with wrk instead (Debian package `wrk`; skipped with a message when it is not
+installed), using `bench/wrk-relay.lua` with one connection per wrk thread: for each round, and
+in alternating order, `churn` (each connection claims a fresh fingerprint, releases it, and
+moves on: claim+release) and `heartbeat` (each connection claims once, then extends) against
+both servers for `--wrk-seconds` each. It reports the medians (min-max) of the per-round
+ratios relay/floor of throughput and p99 latency, the server CPU per request, and every 5xx,
+connection error or unexpected status.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -334,6 +343,123 @@ def summary(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
+# -- wrk mode ----------------------------------------------------------------------------------
+
+WRK_SCRIPT = Path(__file__).resolve().with_name("wrk-relay.lua")
+
+
+@dataclass
+class WrkResult:
+    """One wrk run against one server: its WRKJSON line plus the server's CPU time."""
+
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    statuses: dict[str, int]
+    errors: dict[str, int]
+    server_cpu: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us(self) -> float:
+        return self.server_cpu / self.requests * 1e6 if self.requests else 0.0
+
+
+def run_wrk(
+    target: Target, mode: str, prefix: str, *, connections: int, seconds: float
+) -> WrkResult:
+    """`wrk -tN -cN` (one connection per thread, as the script needs) for `seconds`."""
+    env = dict(os.environ)
+    env["RELAY_PATH"] = target.beat_path if mode == "heartbeat" else target.claim_path
+    command = ["wrk", f"-t{connections}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
+               "-s", str(WRK_SCRIPT), f"http://127.0.0.1:{target.port}", "--", mode, prefix]  # fmt: skip
+    cpu = cpu_seconds(target.pid)
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=seconds + 60, check=False
+    )
+    server_cpu = cpu_seconds(target.pid) - cpu
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise SystemExit(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout}")
+    data = json.loads(line.removeprefix("WRKJSON "))
+    return WrkResult(
+        requests=int(data["requests"]),
+        seconds=data["duration_us"] / 1e6,
+        p50_ms=data["lat_us"]["p50"] / 1000,
+        p99_ms=data["lat_us"]["p99"] / 1000,
+        statuses={str(k): int(v) for k, v in data["status"].items()},
+        errors={k: int(v) for k, v in data["errors"].items() if v},
+        server_cpu=server_cpu,
+    )
+
+
+def wrk_bench(
+    args: argparse.Namespace, levels: list[int], relay: Target, floor: Target
+) -> dict[str, object]:
+    """Interleaved wrk rounds; per-round ratios relay/floor and their medians."""
+    expected = {"churn": {"201", "204"}, "heartbeat": {"201", "202"}}
+    outcome: dict[str, dict[str, list[float]]] = {}
+    bad: dict[str, int] = {}
+    stamp = int(time.time())
+    for rnd in range(args.rounds):
+        for conns in levels:
+            order = (relay, floor) if rnd % 2 == 0 else (floor, relay)
+            results: dict[tuple[str, str], WrkResult] = {}
+            for mode in ("churn", "heartbeat"):
+                for target in order:
+                    prefix = f"wrk{stamp}-{rnd}-{conns}-{mode}"
+                    results[target.name, mode] = run_wrk(
+                        target, mode, prefix, connections=conns, seconds=args.wrk_seconds
+                    )
+            print(f"round {rnd + 1}, {conns} connections (wrk, {args.wrk_seconds:g} s per run)")
+            for name in ("relay", "floor"):
+                parts = []
+                for mode in ("churn", "heartbeat"):
+                    res = results[name, mode]
+                    parts.append(
+                        f"{mode} {res.rps:6.0f} req/s p50 {res.p50_ms:5.2f} p99 {res.p99_ms:6.2f} ms"
+                        f" cpu {res.cpu_us:4.0f} us {res.statuses}"
+                    )
+                print(f"  {name:5}  " + " | ".join(parts))
+            for (name, mode), res in results.items():
+                unexpected = {s: n for s, n in res.statuses.items() if s not in expected[mode]}
+                unexpected.update({f"{kind} errors": n for kind, n in res.errors.items()})
+                for what, count in unexpected.items():
+                    bad[f"{name} {mode} {what}"] = bad.get(f"{name} {mode} {what}", 0) + count
+            rc, fc = results["relay", "churn"], results["floor", "churn"]
+            rh, fh = results["relay", "heartbeat"], results["floor", "heartbeat"]
+            ratios = outcome.setdefault(str(conns), {})
+            for key, value in (
+                ("claim+release throughput", rc.rps / fc.rps),
+                ("heartbeat throughput", rh.rps / fh.rps),
+                ("claim+release p99", rc.p99_ms / fc.p99_ms),
+                ("heartbeat p99", rh.p99_ms / fh.p99_ms),
+                ("relay claim+release cycles/s", rc.rps / 2),
+                ("floor claim+release cycles/s", fc.rps / 2),
+                ("relay heartbeats/s", rh.rps),
+                ("floor heartbeats/s", fh.rps),
+                ("relay claim+release cpu us/req", rc.cpu_us),
+                ("floor claim+release cpu us/req", fc.cpu_us),
+                ("relay heartbeat cpu us/req", rh.cpu_us),
+                ("floor heartbeat cpu us/req", fh.cpu_us),
+                ("relay claim+release p99 ms", rc.p99_ms),
+                ("floor claim+release p99 ms", fc.p99_ms),
+            ):
+                ratios.setdefault(key, []).append(value)
+    print()
+    print(f"wrk: medians (min-max) of per-round values over {args.rounds} rounds")
+    for conns, ratios in outcome.items():
+        print(f"  {conns} connections")
+        for key, values in ratios.items():
+            print(f"    {key:32} {summary(values)}")
+    print(f"5xx, errors and unexpected statuses: {bad or 'none'}")
+    return {"ratios": outcome, "unexpected": bad}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -351,8 +477,15 @@ def main() -> int:
     parser.add_argument(
         "--switch-interval", type=float, default=0.0, help="with --launcher: sys.setswitchinterval"
     )
+    parser.add_argument(
+        "--wrk", action="store_true", help="measure with wrk (churn and heartbeat) instead"
+    )
+    parser.add_argument("--wrk-seconds", type=float, default=10.0, help="length of each wrk run")
     args = parser.parse_args()
     levels = [int(c) for c in args.connections.split(",")]
+    if args.wrk and shutil.which("wrk") is None:
+        print("skipped: --wrk needs the `wrk` command (Debian: apt-get install wrk), not found")
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
         db = Path(tmp) / "relay.sqlite"
@@ -379,14 +512,22 @@ def main() -> int:
             try:
                 wait_healthy(relay_port, relay_proc)
                 wait_healthy(floor_port, floor_proc)
-                outcome = bench(
-                    args,
-                    levels,
-                    relay_pid=relay_proc.pid,
-                    relay_port=relay_port,
-                    floor_pid=floor_proc.pid,
-                    floor_port=floor_port,
-                )
+                if args.wrk:
+                    outcome = wrk_bench(
+                        args,
+                        levels,
+                        Target("relay", relay_port, relay_proc.pid, "/v1/nodes/", "/v1/nodes/"),
+                        Target("floor", floor_port, floor_proc.pid, "/v1/nodes/", "/v1/beats/"),
+                    )
+                else:
+                    outcome = bench(
+                        args,
+                        levels,
+                        relay_pid=relay_proc.pid,
+                        relay_port=relay_port,
+                        floor_pid=floor_proc.pid,
+                        floor_port=floor_port,
+                    )
             finally:
                 for proc in (relay_proc, floor_proc):
                     proc.send_signal(signal.SIGTERM)

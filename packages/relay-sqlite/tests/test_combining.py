@@ -240,7 +240,9 @@ def test_a_read_sees_earlier_deferred_rows_and_its_failure_keeps_them(
 
     outcomes = _run_all(store, [_beat(a, 10), reader, _beat(a, 30)])
     assert [kind for kind, _ in outcomes] == ["ok", "err", "ok"]
-    assert seen == [[a], [b]]  # the reader saw a's audit row, and its own pending heartbeat
+    # It failed after writing in a batch run without savepoints, so the batch ran again with
+    # them; each time the reader saw a's audit row, and its own pending heartbeat.
+    assert seen == [[a], [b], [a], [b]]
     assert _beats(raw) == {a: 30, b: None}
     assert _audit_nodes(raw) == [a, a]
 
@@ -261,3 +263,87 @@ def test_a_cull_in_the_same_batch_sees_pending_heartbeats(
     outcomes = _run_all(store, [_beat(fresh, 200), cull])
     assert outcomes[1] == ("ok", [stale])
     assert _beats(raw) == {fresh: 200, own: 200, stale: 100}
+
+
+@contextmanager
+def _traced(store: SqliteStore) -> Iterator[list[str]]:
+    """Every statement the store's connection runs inside the block."""
+    assert store._conn is not None
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    try:
+        yield statements
+    finally:
+        store._conn.set_trace_callback(None)
+
+
+def _counting(calls: list[str], name: str, work: Work) -> Work:
+    def counted(tx: SqliteTransaction) -> Any:
+        calls.append(name)
+        return work(tx)
+
+    return counted
+
+
+def test_a_batch_that_does_not_fail_takes_no_savepoint(
+    store: SqliteStore, raw: sqlite3.Connection
+) -> None:
+    """Issue 14.4: work that writes after other work needs no SAVEPOINT when nothing fails."""
+    a, b = _nodes(store, "a", "b")
+    with _traced(store) as statements:
+        outcomes = _run_all(store, [_add_pool("p1"), _beat(a, 10), _add_pool("p2"), _beat(b, 11)])
+    assert [kind for kind, _ in outcomes] == ["ok"] * 4
+    assert not any(sql.startswith("SAVEPOINT") for sql in statements)
+    assert _pools(raw) == {"p1", "p2"}
+    assert _beats(raw) == {a: 10, b: 11}
+    # Deferred rows are written once, before the COMMIT: one UPDATE per time, one INSERT.
+    writes = [sql.split()[0] for sql in statements if sql.startswith(("UPDATE", "INSERT"))]
+    assert writes == ["INSERT", "INSERT", "UPDATE", "UPDATE", "INSERT"]
+
+
+def test_work_failing_after_a_write_runs_the_batch_again_with_savepoints(
+    store: SqliteStore, raw: sqlite3.Connection
+) -> None:
+    """The batch is rolled back and every piece runs again, undone alone as before; the next
+    batches keep their savepoints, so an exhausted pool does not pay for each batch twice."""
+    calls: list[str] = []
+    works = [
+        _counting(calls, "p0", _add_pool("p0")),
+        _counting(calls, "p1", _add_pool("p1", fail=True)),
+        _counting(calls, "p2", _add_pool("p2")),
+    ]
+    with _traced(store) as statements:
+        outcomes = _run_all(store, works)
+    assert [kind for kind, _ in outcomes] == ["ok", "err", "ok"]
+    assert isinstance(outcomes[1][1], ValueError)
+    assert calls == ["p0", "p1", "p0", "p1", "p2"]
+    assert statements.count("ROLLBACK") == 1  # the first run, without savepoints
+    assert "ROLLBACK TO work" in statements  # the second run undid p1 alone
+    assert _pools(raw) == {"p0", "p2"}
+    with _traced(store) as statements:
+        assert [kind for kind, _ in _run_all(store, [_add_pool("p3"), _add_pool("p4")])] == [
+            "ok",
+            "ok",
+        ]
+    assert "SAVEPOINT work" in statements
+    assert _pools(raw) == {"p0", "p2", "p3", "p4"}
+
+
+def test_work_failing_before_it_writes_is_dropped_without_running_again(
+    store: SqliteStore, raw: sqlite3.Connection
+) -> None:
+    """A failure with nothing written (a release of an unknown node) needs no rollback."""
+    calls: list[str] = []
+
+    def unknown(tx: SqliteTransaction) -> None:
+        calls.append("unknown")
+        assert tx.get_node_lease("nobody") is None
+        raise ValueError("not found")
+
+    works = [_add_pool("p0"), unknown, _add_pool("p2")]
+    with _traced(store) as statements:
+        outcomes = _run_all(store, works)
+    assert [kind for kind, _ in outcomes] == ["ok", "err", "ok"]
+    assert calls == ["unknown"]
+    assert "ROLLBACK" not in statements
+    assert _pools(raw) == {"p0", "p2"}

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import relay_core.service
 from relay_core import ClaimStatus, Relay
-from relay_core.errors import ClaimConflictError, StorageError
+from relay_core.errors import ClaimConflictError, ClaimNotFoundError, StorageError
 from relay_core.model import License, Node
 from relay_core.testing import FrozenClock, LicenseWriter
 from relay_sqlite import SqliteStore
@@ -374,3 +374,36 @@ def test_a_lease_evicted_while_its_heartbeat_was_answered_sends_the_work_to_sql(
 
     assert cache.attempt(raced) == (False, None)
     assert not cache.pending
+
+
+def test_a_release_reads_a_cached_lease_without_sql(
+    relay: Relay, store: SqliteStore, raw: sqlite3.Connection
+) -> None:
+    """Issue 14.4: the lease a claim granted is read from the cache by its release (the
+    transaction checked `data_version` first), and the release is written as usual."""
+    claimed = relay.claim("n1")
+    with _counted(store) as counting:
+        released = relay.release("n1")
+    assert released.id == claimed.license.id
+    assert not any("FROM nodes n LEFT JOIN licenses" in sql for sql in counting.statements)
+    assert raw.execute(
+        "SELECT node_id FROM licenses WHERE id = ?", (claimed.license.id,)
+    ).fetchone() == (None,)
+    assert raw.execute(
+        "SELECT deactivated_at IS NOT NULL FROM nodes WHERE id = ?", (claimed.node.id,)
+    ).fetchone() == (1,)
+    assert _events(raw)[-2:] == [
+        ("license.released", claimed.license.id),
+        ("node.deactivated", claimed.node.id),
+    ]
+
+
+def test_a_release_after_another_process_wrote_reads_sql(
+    relay: Relay, store: SqliteStore, raw: sqlite3.Connection
+) -> None:
+    """Another connection's commit empties the cache when the release's transaction begins,
+    so a lease that connection ended is not released twice."""
+    claimed = relay.claim("n1")
+    raw.execute("UPDATE licenses SET node_id = NULL WHERE id = ?", (claimed.license.id,))
+    with pytest.raises(ClaimNotFoundError):
+        relay.release("n1")

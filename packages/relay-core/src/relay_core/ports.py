@@ -188,6 +188,9 @@ class CombiningStore(Store, Protocol):
         only its own changes are rolled back. If the commit fails, every call it covered raises
         the `StorageError`.
 
+        `work` may be called more than once (a store may run it again in a new transaction
+        after rolling back the first), so it must have no effect outside `tx`.
+
         One exception, for speed: work that only reads a node's lease and then records a
         heartbeat and audit rows may be answered before it is committed, if the store commits
         those rows shortly after (within a delay it documents), before any later work changes

@@ -9,7 +9,9 @@ reads those values, and reading a node overlays its pending heartbeat.
 
 Each piece of work is undone alone: its deferred rows are dropped, and if it wrote rows a
 savepoint taken just before its first write is rolled back to. A savepoint is needed only when
-the transaction already holds rows: a piece that writes first, or only defers, needs none.
+the transaction already holds rows: a piece that writes first, or only defers, needs none. With
+`savepoints=False` none is taken at all (a statement per claim or release saved); a piece that
+then fails after writing is not `undoable`, and `SqliteStore` runs the batch again with them.
 
 It also writes the heartbeats `LeaseCache` answered (its acks), always before any audit row of
 its own, keeps the cache's entries off every row it writes, and tells the cache, once committed,
@@ -58,6 +60,8 @@ class BatchTransaction(SqliteTransaction):
         "_leases",
         "_mark",
         "_savepoint",
+        "_savepoints",
+        "_unsafe",
         "_verify",
         "_wrote",
     )
@@ -69,10 +73,13 @@ class BatchTransaction(SqliteTransaction):
         leases: LeaseCache,
         *,
         verify: bool = False,
+        savepoints: bool = True,
     ) -> None:
         super().__init__(conn, translate)
         self._leases = leases
         self._verify = verify  # acks were answered from a cache another process made stale
+        self._savepoints = savepoints  # False: no SAVEPOINT, the store retries instead
+        self._unsafe = False  # the current work wrote without a savepoint after others wrote
         self._beats: list[tuple[int, int]] = []
         self._audit: list[AuditEntry] = []
         self._mark = (0, 0)  # where the current work's deferred rows start
@@ -90,7 +97,7 @@ class BatchTransaction(SqliteTransaction):
         self._mark = (len(self._beats), len(self._audit))
         self._drained_mark = len(self._drained)
         self._learned.begin_work()
-        self._savepoint = self._wrote = False
+        self._savepoint = self._wrote = self._unsafe = False
 
     def undo_work(self) -> None:
         """Forget the current work's deferred rows and roll back what it wrote."""
@@ -111,6 +118,13 @@ class BatchTransaction(SqliteTransaction):
             self._learned = _Learned()
 
     @property
+    def undoable(self) -> bool:
+        """Whether the current work can be undone alone: False only when savepoints are off
+        and it wrote after earlier work had (the store then rolls back and runs the batch
+        again with savepoints)."""
+        return not self._unsafe
+
+    @property
     def broken(self) -> bool:
         """Whether writing deferred rows failed, leaving some written and some not: nothing
         in this transaction can be committed (SQLite may even have rolled it all back)."""
@@ -120,6 +134,7 @@ class BatchTransaction(SqliteTransaction):
         """Write every deferred row: before COMMIT, outside any work, or for `_sync`."""
         self._write(self._beats, self._audit)
         self._beats, self._audit = [], []
+        self._mark = (0, 0)
 
     def give_back(self) -> None:
         """The transaction was rolled back: the acks it wrote go back to the cache."""
@@ -131,23 +146,37 @@ class BatchTransaction(SqliteTransaction):
         return self._learned.leases(), self._learned.pools
 
     def _before_write(self) -> None:
-        """Write earlier work's deferred rows, then take a savepoint if anything precedes us."""
+        """Before the current work's first write: write the cache's pending acks, then take a
+        savepoint if the transaction holds rows already.
+
+        Earlier work's deferred rows stay deferred (they are written once, with everyone's,
+        before the COMMIT): only the acks must go first, so that a heartbeat answered before
+        this write to its lease is recorded before it, and is still held if it is verified.
+        """
         if self._wrote:
             return
-        beats, audit = self._mark
-        self._write(self._beats[:beats], self._audit[:audit])
-        del self._beats[:beats]
-        del self._audit[:audit]
-        self._mark = (0, 0)
-        self._drained_mark = len(self._drained)
+        if self._leases.pending:
+            self._write((), ())
+            self._drained_mark = len(self._drained)
         if self._dirty:
-            self._all("SAVEPOINT work")
-            self._savepoint = True
+            if self._savepoints:
+                self._all("SAVEPOINT work")
+                self._savepoint = True
+            else:
+                self._unsafe = True
         self._wrote = self._dirty = True
 
     def _sync(self) -> None:
-        """Write every deferred row now, for a read that must see them."""
-        self._before_write()
+        """Write every deferred row now, for a read that must see them: earlier work's rows
+        before the current work's savepoint (its undo must not take them), then its own."""
+        if not self._wrote:
+            beats, audit = self._mark
+            self._write(self._beats[:beats], self._audit[:audit])
+            del self._beats[:beats]
+            del self._audit[:audit]
+            self._mark = (0, 0)
+            self._drained_mark = len(self._drained)
+            self._before_write()
         self.flush()
 
     def _write(self, beats: Sequence[tuple[int, int]], audit: Sequence[AuditEntry]) -> None:
@@ -205,7 +234,11 @@ class BatchTransaction(SqliteTransaction):
         return found
 
     def get_node_lease(self, fingerprint: str) -> tuple[Node, License | None] | None:
-        found = super().get_node_lease(fingerprint)
+        # A lease in the cache is the row as committed: this transaction checked
+        # `data_version` when it began, and evicts what it writes before writing it. Only
+        # `last_heartbeat_at` may lag, by the acks written since (as when the cache answers).
+        cached = self._leases.lease(fingerprint)
+        found = cached if cached is not None else super().get_node_lease(fingerprint)
         if found is None:
             return None
         node, held = found

@@ -45,6 +45,16 @@ _NO_PRAGMAS: Mapping[str, str] = {}
 CHECKPOINT_AFTER_CHANGES = 500
 """Rows changed between the store's own passive checkpoints (about 1,000 WAL pages)."""
 
+CAREFUL_BATCHES = 64
+"""Batches run with savepoints after one had to run again with them (see `_run_batch`)."""
+
+
+class _Again:
+    """`_try_batch`'s answer when the batch must run again with savepoints."""
+
+
+_AGAIN = _Again()
+
 
 class SqliteStore:
     """A `relay_core.ports.Store` on the SQLite file at `path`, schema-compatible with Keygen Relay.
@@ -71,6 +81,7 @@ class SqliteStore:
         self._changes_at_checkpoint = 0
         self._identity = _identity(self.path)
         self._leases = LeaseCache()
+        self._careful = 0  # batches still to run with savepoints after one needed them
         self._flush_wanted = threading.Event()
         self._closing = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -193,7 +204,29 @@ class SqliteStore:
 
     def _run_batch(self, batch: list[_Slot]) -> int | None:
         """Each slot's work in one transaction, undone alone if it fails; the store's total
-        changes once committed, or None if nothing was (each slot then holds its error)."""
+        changes once committed, or None if nothing was (each slot then holds its error).
+
+        Work rarely fails after writing, so a batch first runs without savepoints. If a piece
+        does fail after writing, the transaction is rolled back and the batch runs again with
+        them, as do the next `CAREFUL_BATCHES` (a pool that stays exhausted fails that way on
+        every claim by a new node, and should not pay for each batch twice).
+        """
+        if self._careful:
+            self._careful -= 1
+        else:
+            changes = self._try_batch(batch, savepoints=False)
+            if not isinstance(changes, _Again):
+                return changes
+            self._careful = CAREFUL_BATCHES
+            for slot in batch:
+                slot.reset()
+        changes = self._try_batch(batch, savepoints=True)
+        assert not isinstance(changes, _Again)  # with savepoints every piece is undoable
+        return changes
+
+    def _try_batch(self, batch: list[_Slot], *, savepoints: bool) -> int | _Again | None:
+        """`_run_batch` with or without savepoints; `_AGAIN` when a piece could not be undone
+        alone without them (nothing is then committed, and no slot holds an outcome)."""
         conn = None
         try:
             conn = self._usable()
@@ -205,7 +238,9 @@ class SqliteStore:
             for slot in batch:
                 slot.fail(self._as_storage_error(exc))
             return None
-        tx = BatchTransaction(conn, self._translate, self._leases, verify=verify)
+        tx = BatchTransaction(
+            conn, self._translate, self._leases, verify=verify, savepoints=savepoints
+        )
         done: list[_Slot] = []
         for index, slot in enumerate(batch):
             tx.begin_work()
@@ -213,6 +248,11 @@ class SqliteStore:
                 slot.succeed(slot.work(tx))
                 done.append(slot)
             except BaseException as exc:
+                if not tx.undoable:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    tx.give_back()
+                    return _AGAIN
                 failed = self._as_storage_error(exc)
                 slot.fail(failed)
                 lost = self._undo(tx, conn, failed)
@@ -403,6 +443,10 @@ class _Slot:
 
     def succeed(self, value: Any) -> None:
         self.value, self.finished = value, True
+
+    def reset(self) -> None:
+        """Forget the outcome: the work runs again (its transaction was rolled back)."""
+        self.value, self.error, self.finished = None, None, False
 
     def fail(self, error: BaseException) -> None:
         self.value, self.error, self.finished = None, error, True
