@@ -33,6 +33,7 @@ from .nodelock import fingerprint_command, lock_app
 from .output import Output, color_wanted
 from .runtime import Runtime, Settings, UsageError, parse_pragmas
 from .server import serve
+from .trust import signing_key_app
 from .values import env_bool, env_str
 
 if TYPE_CHECKING:
@@ -175,6 +176,7 @@ def create_app(
         "signing_secret": lock is not None and lock.signing_secret is not None,
     }
     app.command(without_flags(serve, {name for name, is_pinned in pinned.items() if is_pinned}))
+    app.command(signing_key_app())
     app.command(stat)
     app.command(version_command(full_version), name="version")
 

@@ -1,0 +1,110 @@
+"""`relay signing-key new|show` and `serve`'s trust settings (flags, variables, file errors)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from relay_cli.server import resolve_options
+from relay_cli.trust import TrustError, load_access, read_signing_key
+from relay_core.signing import load_public_key, public_key_hex
+
+from .conftest import Cli
+from .test_serve_options import NO_FLAGS
+
+
+def test_new_writes_a_0600_key_and_prints_its_public_key(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "key.pem"
+    run = cli("signing-key", "new", "--out", str(path))
+    assert run.code == 0, run.err
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    hex_line, *pem = run.out.splitlines()
+    key = read_signing_key(path)
+    assert hex_line == public_key_hex(key)
+    assert pem[0] == "-----BEGIN PUBLIC KEY-----"
+    assert public_key_hex(load_public_key("\n".join(pem))) == hex_line
+    assert cli("signing-key", "show", str(path)).out == run.out
+
+
+def test_new_never_overwrites(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "key.pem"
+    path.write_text("precious")
+    run = cli("signing-key", "new", "--out", str(path))
+    assert run.code == 1
+    assert run.err == f"Error: {path} already exists: choose another --out or remove it\n"
+    assert path.read_text() == "precious"
+    assert cli("signing-key", "new").err == 'Error: required flag(s) "out" not set\n'
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read signing key file .*: No such file or directory"),
+        (b"hello", "is unusable: not an unencrypted PEM private key"),
+    ],
+)
+def test_show_refuses_bad_files(
+    cli: Cli, tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "key.pem"
+    if content is not None:
+        path.write_bytes(content)
+    run = cli("signing-key", "show", str(path))
+    assert run.code == 1
+    assert run.err.startswith("Error: ")
+    assert len(run.err.splitlines()) == 1
+    import re
+
+    assert re.search(message, run.err)
+
+
+def test_trust_settings_from_flags_and_environment() -> None:
+    env = {
+        "RELAY_SIGNING_KEY_FILE": "k.pem",
+        "RELAY_NODE_TOKEN_FILE": "tokens",
+        "RELAY_ALLOW_FINGERPRINTS": "allow",
+        "RELAY_MAX_NEW_NODES_PER_MINUTE": "60",
+    }
+    got = resolve_options(env, **NO_FLAGS)  # type: ignore[arg-type]
+    assert (got.signing_key_file, got.node_token_file, got.allow_fingerprints) == (
+        "k.pem",
+        "tokens",
+        "allow",
+    )
+    assert got.max_new_nodes_per_minute == 60
+    flags = resolve_options(env, **NO_FLAGS, signing_key_file="f.pem", max_new_nodes_per_minute=5)  # type: ignore[arg-type]
+    assert flags.signing_key_file == "f.pem"
+    assert flags.max_new_nodes_per_minute == 5
+    off = resolve_options({}, **NO_FLAGS)  # type: ignore[arg-type]
+    assert off.signing_key_file is None
+    assert off.max_new_nodes_per_minute is None
+
+
+def test_serve_refuses_bad_trust_settings_before_opening(cli: Cli, tmp_path: Path) -> None:
+    run = cli("serve", "--max-new-nodes-per-minute", "0")
+    assert run.code == 1
+    assert "must be at least 1" in run.err
+    run = cli("serve", "--signing-key-file", str(tmp_path / "none.pem"))
+    assert run.code == 1
+    assert "cannot read signing key file" in run.err
+    run = cli("serve", "--node-token-file", str(tmp_path / "none"))
+    assert run.err.startswith("Error: cannot read node token file")
+    (tmp_path / "empty").write_text("\n")
+    run = cli("serve", "--node-token-file", str(tmp_path / "empty"))
+    assert (
+        run.err
+        == f"Error: node token file {tmp_path / 'empty'}: no tokens in the file (one token per line)\n"
+    )
+    assert cli.opened == []
+
+
+def test_load_access_is_none_when_all_off() -> None:
+    assert (
+        load_access(node_token_file=None, allow_fingerprints=None, max_new_nodes_per_minute=None)
+        is None
+    )
+    with pytest.raises(TrustError, match="cannot read allow-list"):
+        load_access(
+            node_token_file=None, allow_fingerprints="/nonexistent/x", max_new_nodes_per_minute=None
+        )
