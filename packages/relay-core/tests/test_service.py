@@ -321,3 +321,5 @@ def test_admit_gates_only_new_seats_and_a_refusal_rolls_back(writer: LicenseWrit
     assert len(relay.audit_log()) == audit_before
     assert [x.node_id is not None for x in relay.list_licenses()].count(True) == 1
     assert relay.claim("b").status is ClaimStatus.CREATED
+    with pytest.raises(NoLicensesAvailableError):
+        relay.claim("c", admit=refuse)  # no seat to take: the gate is not asked

@@ -313,9 +313,10 @@ class Relay:
 
         Raises `PoolNotFoundError`, `ClaimConflictError` (heartbeats off and already leased, or a
         lease held in another pool while this one has a free license), or
-        `NoLicensesAvailableError`. `admit`, when given, is called inside the transaction just
-        before a node without a lease takes a new one (never for an extension); whatever it
-        raises rolls the claim back, so an adapter can gate new seats (e.g. a rate limit).
+        `NoLicensesAvailableError`. `admit`, when given, is called inside the transaction once a
+        node without a lease has been given a new one (never for an extension, nor when no
+        license is free); whatever it raises rolls the claim back, so an adapter can gate new
+        seats (e.g. a rate limit).
         """
         now = self._now()
         return self._run(lambda tx: self._claim(tx, fingerprint, pool, now, admit))
@@ -367,11 +368,11 @@ class Relay:
             entries.append(
                 AuditEntry(EventType.NODE_ACTIVATED, EntityType.NODE, node.id, pool_id, now)
             )
-        if admit is not None:
-            admit()
         lic = tx.lease_free_license(pool_id, node.id, self.strategy, now, self.rng)
         if lic is None:
             raise NoLicensesAvailableError()
+        if admit is not None:
+            admit()
         tx.heartbeat_node(node.id, now)
         entries += [
             AuditEntry(EventType.LICENSE_LEASED, EntityType.LICENSE, lic.id, pool_id, now),
