@@ -107,6 +107,7 @@ class Engine:
             # The relay says this fingerprint already holds a seat: a previous run that died
             # without releasing. Take it over — give it back and claim anew to get the file.
             yield from self.give_back(fingerprint)
+            request = self.wire.claim(fingerprint)  # a fresh nonce: never reuse one
             sent_at = self.clock()
             outcome = yield from self._read_claim(request, fingerprint)
             if isinstance(outcome, Extension):
