@@ -209,3 +209,12 @@ def test_new_node_limit_per_address(ws: Workspace, serve: ServerFactory) -> None
     finally:
         other.close()
     assert seats(ws) == 64
+
+
+def test_sighup_without_access_files_keeps_serving(ws: Workspace, serve: ServerFactory) -> None:
+    """`systemctl reload relay` on a plain relay must not end it (SIGHUP's default action)."""
+    server = serve()
+    server.process.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    assert server.process.poll() is None
+    assert send(server, "GET", "/v1/health").status == 200

@@ -108,3 +108,49 @@ def test_load_access_is_none_when_all_off() -> None:
         load_access(
             node_token_file=None, allow_fingerprints="/nonexistent/x", max_new_nodes_per_minute=None
         )
+
+
+def test_lock_build_bakes_the_signing_key_and_serve_loses_the_flag(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """`relay lock build --signing-key-file` stores the key; locked `serve` has no such flag."""
+    import zipfile
+
+    from relay_cli.locking import LockConfig, LockConfigError
+    from relay_cli.trust import locked_signing_key
+
+    from .test_lock_cli import FINGERPRINT, full_lock, this_machine
+
+    assert cli("signing-key", "new", "--out", str(tmp_path / "key.pem")).code == 0
+    public = read_signing_key(tmp_path / "key.pem")
+    run = cli(
+        "lock", "build", "--public-key", cli.writer.public_key, "--fingerprint", FINGERPRINT,
+        "--signing-key-file", str(tmp_path / "key.pem"), "--output", str(tmp_path / "dist"),
+    )  # fmt: skip
+    assert (run.code, run.err) == (0, "")
+    with zipfile.ZipFile(run.out.strip()) as archive:
+        namespace: dict[str, object] = {}
+        exec(archive.read("relay_lock/__init__.py"), namespace)
+    values = namespace["LOCK"]
+    assert isinstance(values, dict)
+    lock = LockConfig.from_values(values)
+    assert lock.signing_key is not None
+    assert public_key_hex(locked_signing_key(lock.signing_key)) == public_key_hex(public)
+
+    cli.lock = full_lock(cli.writer, signing_key=lock.signing_key)
+    cli.machine = this_machine()
+    assert "--signing-key-file" not in cli("serve", "--help").out
+    assert cli("serve", "--signing-key-file", "x").err.startswith(
+        "Error: unknown option: --signing-key-file"
+    )
+    with pytest.raises(LockConfigError, match="invalid signing-key"):
+        LockConfig.from_values({**values, "signing_key": "not a key"})
+    with pytest.raises(TrustError, match="signing key is unusable"):
+        locked_signing_key("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    cli.lock = None
+    bad = cli(
+        "lock", "build", "--public-key", cli.writer.public_key, "--fingerprint", FINGERPRINT,
+        "--signing-key-file", str(tmp_path / "none.pem"), "--output", str(tmp_path / "dist"),
+    )  # fmt: skip
+    assert bad.code == 1
+    assert "cannot read signing key file" in bad.err

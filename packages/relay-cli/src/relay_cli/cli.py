@@ -174,6 +174,7 @@ def create_app(
         "bind": lock is not None and lock.addr is not None,
         "port": lock is not None and lock.port is not None,
         "signing_secret": lock is not None and lock.signing_secret is not None,
+        "signing_key_file": lock is not None and lock.signing_key is not None,
     }
     app.command(without_flags(serve, {name for name, is_pinned in pinned.items() if is_pinned}))
     app.command(signing_key_app())

@@ -235,11 +235,14 @@ def serve(
         allow_fingerprints=allow_fingerprints,
         max_new_nodes_per_minute=max_new_nodes_per_minute,
     )
-    from .trust import load_access, load_signing_key
+    from .trust import load_access, load_signing_key, locked_signing_key
 
-    signing_key = (
-        load_signing_key(options.signing_key_file) if options.signing_key_file else None
-    )
+    if runtime.lock is not None and runtime.lock.signing_key is not None:
+        signing_key = locked_signing_key(runtime.lock.signing_key)
+    elif options.signing_key_file:
+        signing_key = load_signing_key(options.signing_key_file)
+    else:
+        signing_key = None
     access = load_access(
         node_token_file=options.node_token_file,
         allow_fingerprints=options.allow_fingerprints,

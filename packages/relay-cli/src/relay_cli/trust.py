@@ -24,6 +24,7 @@ __all__ = [
     "TrustError",
     "load_access",
     "load_signing_key",
+    "locked_signing_key",
     "read_signing_key",
     "signing_key_app",
 ]
@@ -61,6 +62,16 @@ def load_signing_key(path: str) -> Ed25519PrivateKey:
             "signing key file %s is readable by other users (mode %04o): chmod 600 it", path, mode
         )
     return key
+
+
+def locked_signing_key(pem: str) -> Ed25519PrivateKey:
+    """The signing key a node lock carries; a broken one fails closed."""
+    from relay_core.signing import load_private_key
+
+    try:
+        return load_private_key(pem.encode("ascii", "replace"))
+    except ValueError as exc:
+        raise TrustError(f"the node lock's signing key is unusable: {exc}") from None
 
 
 def load_access(

@@ -184,11 +184,12 @@ class Server:
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def reload_on_signal(access: NodeAccess) -> Callable[[int, FrameType | None], None]:
+def reload_on_signal(access: NodeAccess | None) -> Callable[[int, FrameType | None], None]:
     """A SIGHUP handler that re-reads the access files on a thread (no I/O in the handler)."""
 
     def on_hup(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=access.reload, name="relay-reload", daemon=True).start()
+        if access is not None:
+            threading.Thread(target=access.reload, name="relay-reload", daemon=True).start()
 
     return on_hup
 
@@ -210,8 +211,8 @@ def serve(
     """Serve the node API on host:port until SIGTERM/SIGINT, then stop gracefully and return.
 
     Runs `relay.cull()` every `cull_interval` seconds when it is not None. Raises `ServeError`
-    when the address cannot be bound. Closing `relay.store` is the caller's job. With `access`,
-    SIGHUP re-reads its token file and allow-list.
+    when the address cannot be bound. Closing `relay.store` is the caller's job. SIGHUP
+    re-reads the token file and allow-list of `access` (and does nothing else).
     """
     app = create_app(
         relay,
@@ -237,7 +238,7 @@ def serve(
     if threading.current_thread() is threading.main_thread():
         for signum in _SIGNALS:
             previous[signum] = signal.signal(signum, on_signal)
-        if access is not None and hasattr(signal, "SIGHUP"):
+        if hasattr(signal, "SIGHUP"):  # never the default action, which ends the process
             previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload_on_signal(access))
     try:
         if ready is not None:
