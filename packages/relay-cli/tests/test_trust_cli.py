@@ -154,3 +154,31 @@ def test_lock_build_bakes_the_signing_key_and_serve_loses_the_flag(
     )  # fmt: skip
     assert bad.code == 1
     assert "cannot read signing key file" in bad.err
+
+
+def test_a_key_file_others_can_read_is_loaded_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    from relay_cli.trust import load_signing_key
+    from relay_core.signing import new_private_key, private_key_pem
+
+    # The CLI's own runs in this process stop "relay" from propagating: listen on it directly.
+    logger = logging.getLogger("relay.cli")
+    logger.addHandler(caplog.handler)
+    monkeypatch.setattr(logger, "level", logging.WARNING)
+    path = tmp_path / "key.pem"
+    path.write_bytes(private_key_pem(new_private_key()))
+    path.chmod(0o600)
+    try:
+        load_signing_key(str(path))
+        assert "readable by other users" not in caplog.text
+        path.chmod(0o644)
+        load_signing_key(str(path))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert (
+        f"signing key file {path} is readable by other users (mode 0644): chmod 600 it"
+        in caplog.text
+    )
