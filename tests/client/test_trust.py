@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 from relay_client import (
     AsyncRelayClient,
+    NodeRefusedError,
     RelayClient,
     ResponseSignatureError,
-    UnexpectedResponseError,
 )
 from relay_core.signing import new_private_key, private_key_pem, public_key_hex, public_key_pem
 
@@ -61,7 +61,7 @@ def test_verified_lease_with_a_node_token(relays: Relays) -> None:
     assert relay.leased() == 0
 
     wrong = RelayClient(relay.url, fingerprint="node-3", node_token="nope")
-    with pytest.raises(UnexpectedResponseError, match="401"), wrong.lease():
+    with pytest.raises(NodeRefusedError, match="401 missing or invalid node token"), wrong.lease():
         pytest.fail("the block must not run")
 
 

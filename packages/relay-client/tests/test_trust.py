@@ -104,3 +104,28 @@ def test_client_options() -> None:
         RelayClient("http://127.0.0.1:1", fingerprint="fp", signing_public_key="abc")
     with pytest.raises(ConfigurationError, match="node_token must be one line"):
         RelayClient("http://127.0.0.1:1", fingerprint="fp", node_token="a b")
+
+
+def _error(status: int, message: str, **headers: str) -> Response:
+    return Response(status, headers, b'{"error":"%s"}\n' % message.encode())
+
+
+def test_refusals_are_clear_errors() -> None:
+    """401 and 403 say what to set or ask for; 429 carries Retry-After and is retryable."""
+    from relay_client import NodeRefusedError, RateLimitedError, UnexpectedResponseError
+
+    w = wire()
+    put = w.claim("node-7")
+    with pytest.raises(NodeRefusedError, match="401 missing or invalid node token.*node_token"):
+        w.read_claim(put, _error(401, "missing or invalid node token"), "node-7")
+    with pytest.raises(NodeRefusedError, match="403 fingerprint is not allowed.*'node-7'"):
+        w.read_claim(put, _error(403, "fingerprint is not allowed"), "node-7")
+    with pytest.raises(NodeRefusedError, match="401"):
+        w.read_release(w.release("node-7"), _error(401, "missing or invalid node token"))
+    with pytest.raises(RateLimitedError, match="retry in 42s") as limited:
+        w.read_claim(
+            put, _error(429, "too many new nodes from this address", **{"retry-after": "42"}), "n"
+        )
+    assert isinstance(limited.value, UnexpectedResponseError)
+    assert limited.value.retry_after == 42
+    assert limited.value.status == 429

@@ -17,6 +17,7 @@ from .errors import (
     ClientError,
     LeaseConflictError,
     LicenseVerificationError,
+    NodeRefusedError,
     NoSeatError,
     PoolRejectedError,
     RelayUnavailableError,
@@ -43,8 +44,9 @@ Flow = Generator[Step, Response | None, T]
 RETRYABLE = (RelayUnavailableError, UnexpectedResponseError, ResponseSignatureError)
 """Heartbeat failures that may pass (relay restarting, busy, or briefly misconfigured)."""
 
-FATAL = (NoSeatError, LeaseConflictError, PoolRejectedError)
-"""Heartbeat answers that mean the relay no longer holds this lease for us."""
+FATAL = (NoSeatError, LeaseConflictError, PoolRejectedError, NodeRefusedError)
+"""Heartbeat answers that mean the relay no longer holds this lease for us (or refuses this
+node now: its token was withdrawn, or its fingerprint left the allow-list)."""
 
 
 class HeldLease(Protocol):

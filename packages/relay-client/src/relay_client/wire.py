@@ -26,8 +26,10 @@ from .errors import (
     ConfigurationError,
     LeaseConflictError,
     LicenseVerificationError,
+    NodeRefusedError,
     NoSeatError,
     PoolRejectedError,
+    RateLimitedError,
     ResponseSignatureError,
     UnexpectedResponseError,
 )
@@ -242,7 +244,7 @@ class Wire:
             raise NoSeatError(self.pool, 0.0)
         if response.status == 409:
             raise LeaseConflictError(fingerprint)
-        raise self._other(request, response)
+        raise self._other(request, response, fingerprint)
 
     def read_release(self, request: Request, response: Response) -> bool:
         """True when the seat was given back (204), False when the relay held none (404)."""
@@ -258,10 +260,17 @@ class Wire:
         if response.status != 200:
             raise self._other(request, response)
 
-    def _other(self, request: Request, response: Response) -> Exception:
+    def _other(
+        self, request: Request, response: Response, fingerprint: str | None = None
+    ) -> Exception:
         text = _error_text(response)
         if response.status == 400 and text in ("unsupported pool header", "invalid pool header"):
             return PoolRejectedError(self.pool, text)
+        if response.status in (401, 403):
+            return NodeRefusedError(response.status, fingerprint, text)
+        if response.status == 429:
+            after = response.headers.get("retry-after", "")
+            return RateLimitedError(request.label, int(after) if after.isdigit() else None)
         return UnexpectedResponseError(request.label, response.status, repr(text))
 
     def verify_license(self, grant: Grant) -> Grant:
