@@ -97,6 +97,9 @@ def test_every_status_is_signed_with_ed25519_and_v1_still_verifies(
         value = resp.headers["relay-signature"]
         assert value.startswith("t=")
         assert value.split(",")[1].startswith("v1=")  # v1 stays where Keygen's clients find it
+        # Keygen Relay's README: split on "," and each part on "=" (one "=" per pair, no padding).
+        naive = dict(part.split("=") for part in value.split(","))
+        assert set(naive) == {"t", "v1", "ed25519"}
         verify_ed25519(value, resp.body, public, now=now, tolerance=60)
         verify(value, resp.body, SECRET, now=now, tolerance=60)
         seen.append(resp.status)
