@@ -247,3 +247,18 @@ def test_limit_counts_only_new_seats(relay: Relay, add: AddLicense) -> None:
     assert sum(lic.node_id is not None for lic in relay.list_licenses()) == 3
     clock.t += 60
     assert request(app, "PUT", "/v1/nodes/n1").status_code == 201
+
+
+def test_checks_guard_only_the_node_routes(relay: Relay, tmp_path: Path) -> None:
+    """Another route with a fingerprint parameter (e.g. an admin API mounted beside) is not
+    asked for a node token: the operator's routes have their own authentication."""
+
+    class Other:
+        def on_delete(self, req: falcon.Request, resp: falcon.Response, fingerprint: str) -> None:
+            resp.status = falcon.HTTP_204
+
+    tokens = WatchedFile(_file(tmp_path, "t", "alpha\n"), read_tokens, what="t")
+    app = create_app(relay, access=NodeAccess(tokens=tokens))
+    app.add_route("/v1/admin/nodes/{fingerprint}", Other())
+    assert request(app, "DELETE", "/v1/admin/nodes/a").status_code == 204
+    assert request(app, "DELETE", "/v1/nodes/a").status_code == 401

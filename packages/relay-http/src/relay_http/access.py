@@ -46,6 +46,9 @@ logger = logging.getLogger("relay")
 
 T = TypeVar("T")
 
+NODES = "/v1/nodes/"
+"""The node API's routes, the only ones these checks guard."""
+
 WINDOW = 60.0
 """The rate limit's window in seconds: N new nodes per minute."""
 
@@ -284,8 +287,9 @@ class NodeAccess:
         self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
     ) -> None:
         fingerprint = params.get("fingerprint")
-        if resource is None or not isinstance(fingerprint, str):
-            return  # the health check and unknown routes
+        if resource is None or not isinstance(fingerprint, str) or not req.path.startswith(NODES):
+            return  # the health check, unknown routes, and any other API mounted beside
+
         if self.tokens is not None:
             scheme, _, token = (req.get_header("Authorization") or "").partition(" ")
             if scheme.lower() != "bearer" or not self.tokens.value.accepts(token.strip()):
