@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,10 +141,11 @@ class Relays:
         ttl: str = "30s",
         cull_interval: str = "1s",
         name: str = "relay",
+        extra: Sequence[str] = (),
     ) -> RelayProcess:
         database = self.tmp / f"{name}.sqlite"
         self.add(database, seats, pool)
-        args = ["--ttl", ttl, "--cull-interval", cull_interval]
+        args = ["--ttl", ttl, "--cull-interval", cull_interval, *extra]
         if secret:
             args += ["--signing-secret", secret]
         if pool:

@@ -85,6 +85,8 @@ class LockedInstall:
     hostname: str
     platform: str | None
     port: int
+    signing_public_key: str = ""
+    """The public half of the Ed25519 key baked into the session's lock."""
 
     @property
     def relay_path(self) -> str:
@@ -178,7 +180,11 @@ def locked_install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LockedI
         platform=go_platform(),
         port=free_port(),
     )
-    lock = install.build_lock(install.dist)
+    key_file = root / "signing-key.pem"
+    made = run([SHARED_RELAY, "signing-key", "new", "--out", str(key_file)])
+    assert made.code == 0, made.err
+    install.signing_public_key = made.out.splitlines()[0]
+    lock = install.build_lock(install.dist, signing_key_file=str(key_file))
     install.pip_install(_launcher_wheel(root / "launcher"), lock)
     try:
         yield install

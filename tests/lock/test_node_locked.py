@@ -15,7 +15,7 @@ import pytest
 import relay_cli
 from relay_cli.wheel import write_wheel
 from relay_core.errors import SignatureError
-from relay_core.signing import verify
+from relay_core.signing import load_public_key, verify, verify_ed25519
 from relay_core.testing import tamper
 
 from .conftest import LICENSE_KEY, SIGNING_SECRET, LockedInstall, Run, clean_env, run
@@ -92,7 +92,13 @@ def test_public_key_flag_does_not_exist_when_locked(
 def server(locked_install: LockedInstall, site: Path) -> Iterator[subprocess.Popen[str]]:
     """`relay serve` of the locked venv on the locked address and port, stopped afterwards."""
     env = clean_env(
-        {**KEY_ENV, "RELAY_PORT": "1", "RELAY_ADDR": "0.0.0.0", "RELAY_SIGNING_SECRET": "env"}
+        {
+            **KEY_ENV,
+            "RELAY_PORT": "1",
+            "RELAY_ADDR": "0.0.0.0",
+            "RELAY_SIGNING_SECRET": "env",
+            "RELAY_SIGNING_KEY_FILE": "/nonexistent/key.pem",  # ignored: the lock has a key
+        }
     )
     process = subprocess.Popen(
         [locked_install.relay_path, "serve"],
@@ -142,6 +148,8 @@ def test_serve_answers_health_on_the_locked_address_port_and_secret(
     verify(headers["relay-signature"], body, SIGNING_SECRET, now=time.time())
     with pytest.raises(SignatureError):
         verify(headers["relay-signature"], body, "env", now=time.time())
+    public = load_public_key(locked_install.signing_public_key)
+    verify_ed25519(headers["relay-signature"], body, public, now=time.time())
 
 
 @pytest.mark.parametrize(
@@ -152,6 +160,7 @@ def test_serve_answers_health_on_the_locked_address_port_and_secret(
         ("--bind", "0.0.0.0"),
         ("-b", "0.0.0.0"),
         ("--signing-secret", "x"),
+        ("--signing-key-file", "x"),
     ],
 )
 def test_locked_serve_flags_are_unknown(

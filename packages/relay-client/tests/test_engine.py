@@ -221,3 +221,31 @@ def test_lease_lost_error_says_what_to_do() -> None:
     error = LeaseLostError("a" * 64, "culled")
     assert "'aaaaaaaaaaaaaaaaaaaa...'" in str(error)
     assert "claim a new lease" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(403, "fingerprint is not allowed"), (401, "missing or invalid node token")],
+)
+def test_heartbeat_refused_node_is_an_immediate_loss(status: int, reason: str) -> None:
+    """A fingerprint taken off the allow-list, or a withdrawn token, ends the lease at once."""
+    tick = Tick()
+    lease = FakeLease(tick)
+    drive(engine(tick).heartbeat(lease), tick, [answer(status, {"error": reason})])
+    assert lease.lost_reason is not None
+    assert f"refused the heartbeat: the relay refused this node ({status} {reason})" in (
+        lease.lost_reason
+    )
+
+
+def test_acquire_does_not_retry_a_refused_node() -> None:
+    """401/403 will not pass by waiting: raised after one request even with `wait`."""
+    from relay_client import NodeRefusedError
+
+    tick = Tick()
+    with pytest.raises(NodeRefusedError, match="403"):
+        drive(
+            engine(tick).acquire("fp", wait=60),
+            tick,
+            [answer(403, {"error": "fingerprint is not allowed"})],
+        )

@@ -298,3 +298,28 @@ def test_claim_release_and_cull_hand_their_work_to_a_combining_store(
     clock.advance(relay.ttl)
     assert relay.cull().released == 1
     assert store.runs == 6
+
+
+def test_admit_gates_only_new_seats_and_a_refusal_rolls_back(writer: LicenseWriter) -> None:
+    """`claim(admit=...)` runs before a new lease, never for an extension; raising undoes it."""
+    relay = make()
+    relay.add_licenses([lic(writer, "K1"), lic(writer, "K2")], public_key=writer.public_key)
+    calls: list[str] = []
+
+    def admit() -> None:
+        calls.append("new")
+
+    def refuse() -> None:
+        raise RuntimeError("over the limit")
+
+    assert relay.claim("a", admit=admit).status is ClaimStatus.CREATED
+    assert relay.claim("a", admit=refuse).status is ClaimStatus.EXTENDED
+    assert calls == ["new"]
+    audit_before = len(relay.audit_log())
+    with pytest.raises(RuntimeError, match="over the limit"):
+        relay.claim("b", admit=refuse)
+    assert len(relay.audit_log()) == audit_before
+    assert [x.node_id is not None for x in relay.list_licenses()].count(True) == 1
+    assert relay.claim("b").status is ClaimStatus.CREATED
+    with pytest.raises(NoLicensesAvailableError):
+        relay.claim("c", admit=refuse)  # no seat to take: the gate is not asked

@@ -33,6 +33,7 @@ from .nodelock import fingerprint_command, lock_app
 from .output import Output, color_wanted
 from .runtime import Runtime, Settings, UsageError, parse_pragmas
 from .server import serve
+from .trust import signing_key_app
 from .values import env_bool, env_str
 
 if TYPE_CHECKING:
@@ -173,8 +174,10 @@ def create_app(
         "bind": lock is not None and lock.addr is not None,
         "port": lock is not None and lock.port is not None,
         "signing_secret": lock is not None and lock.signing_secret is not None,
+        "signing_key_file": lock is not None and lock.signing_key is not None,
     }
     app.command(without_flags(serve, {name for name, is_pinned in pinned.items() if is_pinned}))
+    app.command(signing_key_app())
     app.command(stat)
     app.command(version_command(full_version), name="version")
 

@@ -74,6 +74,7 @@ FIELDS = (
     "addr",
     "port",
     "signing_secret",
+    "signing_key",
 )
 
 
@@ -198,6 +199,8 @@ class LockConfig:
     addr: str | None = None
     port: int | None = None
     signing_secret: str | None = None
+    signing_key: str | None = None
+    """An Ed25519 private key (PKCS#8 PEM) `serve` must sign with (docs/security.md)."""
 
     @classmethod
     def from_values(cls, values: Mapping[str, object]) -> LockConfig:
@@ -215,6 +218,13 @@ class LockConfig:
         secret = values.get("signing_secret")
         if secret is not None and not isinstance(secret, str):
             raise LockConfigError("invalid signing-secret: expected a string")
+        signing_key = values.get("signing_key")
+        if signing_key is not None and (
+            not isinstance(signing_key, str) or "-----BEGIN PRIVATE KEY-----" not in signing_key
+        ):
+            # Only the shape here: the key is parsed by `serve`, so other commands (and
+            # `--help`) never import the crypto stack.
+            raise LockConfigError("invalid signing-key: expected an Ed25519 private key in PEM")
         return cls(
             public_key=check_public_key(public_key),
             fingerprint=check_fingerprint(fingerprint),
@@ -224,11 +234,19 @@ class LockConfig:
             addr=None if addr is None else check_addr(addr),
             port=None if port is None or port == "" else check_port(port),
             signing_secret=secret or None,
+            signing_key=signing_key or None,
         )
 
     def as_values(self) -> dict[str, Any]:
-        """The constants as a plain mapping (what a lock wheel stores)."""
-        return attrs.asdict(self)
+        """The constants as a plain mapping (what a lock wheel stores).
+
+        `signing_key` is left out when unset, so a lock without one is byte for byte (and
+        version for version) what it was before the constant existed.
+        """
+        values = attrs.asdict(self)
+        if values["signing_key"] is None:
+            del values["signing_key"]
+        return values
 
 
 @attrs.frozen

@@ -43,7 +43,7 @@ def lock_source(lock: LockConfig) -> str:
         '"""',
         "",
         "LOCK = {",
-        *(f"    {name!r}: {values[name]!r}," for name in FIELDS),
+        *(f"    {name!r}: {values[name]!r}," for name in FIELDS if name in values),
         "}",
         "",
     ]
@@ -99,6 +99,7 @@ def build(
     addr: str | None = None,
     port: Annotated[int | None, Parameter(name=["--port"])] = None,
     signing_secret: str | None = None,
+    signing_key_file: Path | None = None,
     output: Path | None = None,
     public_key_file: PublicKeyFileFlag = None,
     runtime: Annotated[Runtime, Parameter(parse=False)],
@@ -127,6 +128,8 @@ def build(
         force `serve` to use this port and remove --port
     signing_secret
         force `serve` to sign responses with this secret and remove --signing-secret
+    signing_key_file
+        force `serve` to sign responses with this Ed25519 key (from `relay signing-key new`) and remove --signing-key-file; the key is stored in the wheel
     output
         directory to write the wheel into (created if missing)
     public_key_file
@@ -137,6 +140,13 @@ def build(
     public_key = resolve_public_key(public_key, public_key_file, {})
     require(public_key=public_key, fingerprint=fingerprint, output=output)
     assert output is not None
+    signing_key = None
+    if signing_key_file is not None:
+        from relay_core.signing import private_key_pem
+
+        from .trust import read_signing_key
+
+        signing_key = private_key_pem(read_signing_key(signing_key_file)).decode("ascii")
     try:
         lock = LockConfig.from_values(
             {
@@ -148,6 +158,7 @@ def build(
                 "addr": addr,
                 "port": port,
                 "signing_secret": signing_secret,
+                "signing_key": signing_key,
             }
         )
     except LockConfigError as exc:

@@ -41,6 +41,10 @@ class ServeOptions:
     cull_interval: float
     pool: str | None
     threads: int
+    signing_key_file: str | None = None
+    node_token_file: str | None = None
+    allow_fingerprints: str | None = None
+    max_new_nodes_per_minute: int | None = None
 
 
 def _duration_flag(value: str | None, flag: str) -> float | None:
@@ -65,6 +69,10 @@ def resolve_options(
     pool: str | None,
     threads: int | None,
     lock: LockConfig | None = None,
+    signing_key_file: str | None = None,
+    node_token_file: str | None = None,
+    allow_fingerprints: str | None = None,
+    max_new_nodes_per_minute: int | None = None,
 ) -> ServeOptions:
     """Combine flags (first), environment (first non-zero) and defaults; raise `UsageError`.
 
@@ -130,6 +138,19 @@ def resolve_options(
     else:
         secret = env_str(environ, "RELAY_SIGNING_SECRET")
     pool = pool if pool is not None else env_str(environ, "RELAY_POOL")
+    if signing_key_file is None:
+        signing_key_file = env_str(environ, "RELAY_SIGNING_KEY_FILE")
+    if node_token_file is None:
+        node_token_file = env_str(environ, "RELAY_NODE_TOKEN_FILE")
+    if allow_fingerprints is None:
+        allow_fingerprints = env_str(environ, "RELAY_ALLOW_FINGERPRINTS")
+    if max_new_nodes_per_minute is None:
+        max_new_nodes_per_minute = env_int(environ, "RELAY_MAX_NEW_NODES_PER_MINUTE")
+    if max_new_nodes_per_minute is not None and max_new_nodes_per_minute < 1:
+        raise UsageError(
+            f'invalid argument "{max_new_nodes_per_minute}" for "--max-new-nodes-per-minute" '
+            "flag: must be at least 1"
+        )
     return ServeOptions(
         host=host,
         port=port,
@@ -140,6 +161,10 @@ def resolve_options(
         cull_interval=cull_s,
         pool=pool or None,
         threads=threads,
+        signing_key_file=signing_key_file or None,
+        node_token_file=node_token_file or None,
+        allow_fingerprints=allow_fingerprints or None,
+        max_new_nodes_per_minute=max_new_nodes_per_minute,
     )
 
 
@@ -154,6 +179,10 @@ def serve(
     cull_interval: str | None = None,
     pool: str | None = None,
     threads: int | None = None,
+    signing_key_file: str | None = None,
+    node_token_file: str | None = None,
+    allow_fingerprints: str | None = None,
+    max_new_nodes_per_minute: int | None = None,
     runtime: Annotated[Runtime, Parameter(parse=False)],
 ) -> int:
     """run the relay server to manage license distribution
@@ -180,6 +209,14 @@ def serve(
         pool to serve licenses from [$RELAY_POOL=prod]
     threads
         worker threads serving requests (default 16) [$RELAY_THREADS=16]
+    signing_key_file
+        Ed25519 private key (PEM, from `relay signing-key new`): adds an ed25519 signature to every response [$RELAY_SIGNING_KEY_FILE=key.pem]
+    node_token_file
+        file of node tokens, one per line: nodes must send "Authorization: Bearer TOKEN" [$RELAY_NODE_TOKEN_FILE]
+    allow_fingerprints
+        file of fingerprints and fnmatch patterns that may claim; reloaded on change and SIGHUP [$RELAY_ALLOW_FINGERPRINTS]
+    max_new_nodes_per_minute
+        new seats one client address may take per minute; heartbeats and releases are not limited [$RELAY_MAX_NEW_NODES_PER_MINUTE=60]
     """
     options = resolve_options(
         runtime.environ,
@@ -193,6 +230,23 @@ def serve(
         pool=pool,
         threads=threads,
         lock=runtime.lock,
+        signing_key_file=signing_key_file,
+        node_token_file=node_token_file,
+        allow_fingerprints=allow_fingerprints,
+        max_new_nodes_per_minute=max_new_nodes_per_minute,
+    )
+    from .trust import load_access, load_signing_key, locked_signing_key
+
+    if runtime.lock is not None and runtime.lock.signing_key is not None:
+        signing_key = locked_signing_key(runtime.lock.signing_key)
+    elif options.signing_key_file:
+        signing_key = load_signing_key(options.signing_key_file)
+    else:
+        signing_key = None
+    access = load_access(
+        node_token_file=options.node_token_file,
+        allow_fingerprints=options.allow_fingerprints,
+        max_new_nodes_per_minute=options.max_new_nodes_per_minute,
     )
     relay = runtime.relay(strategy=options.strategy, ttl=options.ttl, heartbeats=options.heartbeats)
 
@@ -210,6 +264,11 @@ def serve(
         options.strategy,
     )
 
+    if signing_key is not None:
+        from relay_core.signing import public_key_hex
+
+        log.info("signing responses with ed25519 public_key=%s", public_key_hex(signing_key))
+
     def ready(host: str, port: int) -> None:
         log.info("listening on %s:%d", host, port)
 
@@ -222,6 +281,8 @@ def serve(
         cull_interval=options.cull_interval if options.heartbeats else None,
         threads=options.threads,
         ready=ready,
+        signing_key=signing_key,
+        access=access,
     )
     log.info("server stopped")
     return 0

@@ -48,6 +48,8 @@ class ClientBase(Generic[SleepT]):
         fingerprint: str | None = None,
         signing_secret: str | None = None,
         public_key: str | None = None,
+        signing_public_key: str | None = None,
+        node_token: str | None = None,
         timeout: float = 5.0,
         heartbeat_fraction: float = 1 / 3,
         signature_tolerance: float = DEFAULT_TOLERANCE,
@@ -64,6 +66,9 @@ class ClientBase(Generic[SleepT]):
 
         `fingerprint` defaults to `fingerprint.machine(pool=pool)`. `public_key` (Ed25519 hex or
         RSA PEM, as given to `relay add`) turns on license-file verification.
+        `signing_public_key` (the relay's key, as `relay signing-key new` prints it: hex or PEM)
+        makes every response's ``ed25519`` signature, bound to a fresh `Relay-Nonce`, required.
+        `node_token` is sent as ``Authorization: Bearer <token>`` (`serve --node-token-file`).
         """
         if not 0 < heartbeat_fraction < 1:
             raise ConfigurationError(
@@ -88,7 +93,26 @@ class ClientBase(Generic[SleepT]):
                     f"public_key is not usable ({exc}): pass your Keygen account's public key, "
                     "Ed25519 as 64 hex digits or RSA as PEM, as given to `relay add`"
                 ) from None
+        response_key = None
+        if signing_public_key:
+            from relay_core.signing import load_public_key
+
+            try:
+                response_key = load_public_key(signing_public_key)
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"signing_public_key is not usable ({exc}): pass the relay's public key as "
+                    "`relay signing-key show` prints it, 64 hex digits or PEM"
+                ) from None
+        if node_token is not None and (
+            not node_token or any(ch.isspace() for ch in node_token) or not node_token.isprintable()
+        ):
+            raise ConfigurationError(
+                "node_token must be one line without spaces, as in the relay's node token file"
+            )
         wire = Wire(
+            signing_public_key=response_key,
+            node_token=node_token,
             pool=self.pool,
             signing_secret=signing_secret or None,
             tolerance=_positive("signature_tolerance", signature_tolerance),

@@ -17,6 +17,7 @@ from .errors import (
     ClientError,
     LeaseConflictError,
     LicenseVerificationError,
+    NodeRefusedError,
     NoSeatError,
     PoolRejectedError,
     RelayUnavailableError,
@@ -43,8 +44,9 @@ Flow = Generator[Step, Response | None, T]
 RETRYABLE = (RelayUnavailableError, UnexpectedResponseError, ResponseSignatureError)
 """Heartbeat failures that may pass (relay restarting, busy, or briefly misconfigured)."""
 
-FATAL = (NoSeatError, LeaseConflictError, PoolRejectedError)
-"""Heartbeat answers that mean the relay no longer holds this lease for us."""
+FATAL = (NoSeatError, LeaseConflictError, PoolRejectedError, NodeRefusedError)
+"""Heartbeat answers that mean the relay no longer holds this lease for us (or refuses this
+node now: its token was withdrawn, or its fingerprint left the allow-list)."""
 
 
 class HeldLease(Protocol):
@@ -107,6 +109,7 @@ class Engine:
             # The relay says this fingerprint already holds a seat: a previous run that died
             # without releasing. Take it over — give it back and claim anew to get the file.
             yield from self.give_back(fingerprint)
+            request = self.wire.claim(fingerprint)  # a fresh nonce: never reuse one
             sent_at = self.clock()
             outcome = yield from self._read_claim(request, fingerprint)
             if isinstance(outcome, Extension):

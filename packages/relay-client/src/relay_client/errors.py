@@ -14,6 +14,8 @@ error, so ``except relay_core.NoLicensesAvailableError`` works on both sides of 
         ├── PoolRejectedError           400: pool unknown or not the one the relay serves
         ├── NoSeatError                 410 (+ relay_core.NoLicensesAvailableError)
         ├── LeaseConflictError          409 (+ relay_core.ClaimConflictError)
+        │   └── RateLimitedError        429: too many new nodes from this host (Retry-After)
+        ├── NodeRefusedError            401/403: no or a wrong node token, fingerprint not allowed
         ├── ResponseSignatureError      missing or bad Relay-Signature (+ relay_core.SignatureError)
         ├── LicenseVerificationError    the license file fails verification with `public_key`
         └── LeaseLostError              the lease ended without this client releasing it
@@ -35,7 +37,9 @@ __all__ = [
     "LeaseLostError",
     "LicenseVerificationError",
     "NoSeatError",
+    "NodeRefusedError",
     "PoolRejectedError",
+    "RateLimitedError",
     "RelayUnavailableError",
     "ResponseSignatureError",
     "UnexpectedResponseError",
@@ -77,6 +81,38 @@ class UnexpectedResponseError(ClientError):
         )
         self.status = status
         self.detail = detail
+
+
+class RateLimitedError(UnexpectedResponseError):
+    """Raised on 429: this host took the relay's limit of new seats per minute.
+
+    An `UnexpectedResponseError`, so `lease(wait=...)` retries it like a busy relay.
+    """
+
+    def __init__(self, what: str, retry_after: int | None) -> None:
+        when = f"in {retry_after}s" if retry_after is not None else "later"
+        ClientError.__init__(
+            self,
+            f"the relay answered {what} with 429 (too many new nodes from this address): retry "
+            f"{when}, or ask the operator to raise --max-new-nodes-per-minute",
+        )
+        self.status = 429
+        self.detail = "too many new nodes from this address"
+        self.retry_after = retry_after
+
+
+class NodeRefusedError(ClientError):
+    """Raised on 401 (no or a wrong node token) and 403 (fingerprint not on the allow-list)."""
+
+    def __init__(self, status: int, fingerprint: str | None, reason: str) -> None:
+        if status == 401:
+            advice = "set node_token to a token from the relay's --node-token-file"
+        else:
+            name = _short(fingerprint) if fingerprint is not None else "this fingerprint"
+            advice = f"ask the operator to add {name} to the relay's --allow-fingerprints file"
+        super().__init__(f"the relay refused this node ({status} {reason}): {advice}")
+        self.status = status
+        self.reason = reason
 
 
 class PoolRejectedError(ClientError):
@@ -125,7 +161,8 @@ class ResponseSignatureError(ClientError, SignatureError):
     def __init__(self, reason: str) -> None:
         super().__init__(
             f"untrusted response from the relay: {reason}; check that signing_secret equals the "
-            "relay's --signing-secret and that nothing else answers at that address"
+            "relay's --signing-secret, that signing_public_key is what `relay signing-key show` "
+            "prints there, and that nothing else answers at that address"
         )
         self.reason = reason
 

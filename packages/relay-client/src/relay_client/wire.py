@@ -12,24 +12,30 @@ import base64
 import binascii
 import json
 import platform
+import secrets
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from relay_core import LicenseFile, LicenseFileError, LicenseVerifier, SignatureError
-from relay_core.signing import DEFAULT_TOLERANCE, verify
+from relay_core.signing import DEFAULT_TOLERANCE, parse, verify, verify_ed25519, verify_v2
 
 from . import __about__
 from .errors import (
     ConfigurationError,
     LeaseConflictError,
     LicenseVerificationError,
+    NodeRefusedError,
     NoSeatError,
     PoolRejectedError,
+    RateLimitedError,
     ResponseSignatureError,
     UnexpectedResponseError,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = [
     "Endpoint",
@@ -132,13 +138,26 @@ class Wire:
     verifier: LicenseVerifier | None = None
     wall_clock: Callable[[], float] = field(default=lambda: 0.0)
     endpoint: Endpoint = field(default_factory=lambda: Endpoint("http", "127.0.0.1", 6349, ""))
+    signing_public_key: Ed25519PublicKey | None = None
+    node_token: str | None = None
+    nonce: Callable[[], str] = field(default=lambda: secrets.token_hex(16))
 
     # -- requests ----------------------------------------------------------------------------
+
+    @property
+    def verifying(self) -> bool:
+        """True when responses must carry a valid signature (a secret or a public key is set)."""
+        return bool(self.signing_secret) or self.signing_public_key is not None
 
     def _headers(self) -> dict[str, str]:
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self.pool:
             headers["Relay-Pool"] = self.pool
+        if self.node_token:
+            headers["Authorization"] = f"Bearer {self.node_token}"
+        if self.verifying:
+            # A fresh nonce per request: the signed answer then fits this request only.
+            headers["Relay-Nonce"] = self.nonce()
         return headers
 
     def _node(self, fingerprint: str) -> str:
@@ -156,18 +175,47 @@ class Wire:
 
     # -- responses ---------------------------------------------------------------------------
 
-    def check_signature(self, response: Response) -> None:
-        """Raise `ResponseSignatureError` unless the response is signed with our secret."""
-        if not self.signing_secret:
+    def check_signature(self, response: Response, request: Request | None = None) -> None:
+        """Raise `ResponseSignatureError` unless the response is signed for `request`.
+
+        With a public key the ``ed25519`` pair must verify, bound to the request's nonce,
+        method and path. With a secret, ``v2`` (bound) is checked when the relay sent it, else
+        ``v1`` (Keygen Relay sends only that one).
+        """
+        if not self.verifying:
             return
+        nonce = request.headers.get("Relay-Nonce") if request is not None else None
+        method, path = (request.method, request.target) if request is not None else ("", "")
+        value, body = response.headers.get("relay-signature"), response.body
+        now, tolerance = self.wall_clock(), self.tolerance
         try:
-            verify(
-                response.headers.get("relay-signature"),
-                response.body,
-                self.signing_secret,
-                now=self.wall_clock(),
-                tolerance=self.tolerance,
-            )
+            if nonce is not None and response.headers.get("relay-nonce") not in (None, nonce):
+                raise SignatureError("the relay echoed another Relay-Nonce than this request's")
+            if self.signing_public_key is not None:
+                verify_ed25519(
+                    value,
+                    body,
+                    self.signing_public_key,
+                    nonce=nonce,
+                    method=method,
+                    path=path,
+                    now=now,
+                    tolerance=tolerance,
+                )
+            if self.signing_secret:
+                if nonce is not None and "v2" in parse(value)[1]:
+                    verify_v2(
+                        value,
+                        body,
+                        self.signing_secret,
+                        nonce=nonce,
+                        method=method,
+                        path=path,
+                        now=now,
+                        tolerance=tolerance,
+                    )
+                else:
+                    verify(value, body, self.signing_secret, now=now, tolerance=tolerance)
         except SignatureError as exc:
             raise ResponseSignatureError(str(exc)) from None
 
@@ -175,7 +223,7 @@ class Wire:
         self, request: Request, response: Response, fingerprint: str
     ) -> Grant | Extension:
         """The outcome of a PUT, or the error it means."""
-        self.check_signature(response)
+        self.check_signature(response, request)
         if response.status == 201:
             doc = _json_object(request, response)
             return Grant(
@@ -196,11 +244,11 @@ class Wire:
             raise NoSeatError(self.pool, 0.0)
         if response.status == 409:
             raise LeaseConflictError(fingerprint)
-        raise self._other(request, response)
+        raise self._other(request, response, fingerprint)
 
     def read_release(self, request: Request, response: Response) -> bool:
         """True when the seat was given back (204), False when the relay held none (404)."""
-        self.check_signature(response)
+        self.check_signature(response, request)
         if response.status == 204:
             return True
         if response.status == 404 and _error_text(response) == "claim not found":
@@ -208,14 +256,21 @@ class Wire:
         raise self._other(request, response)
 
     def read_health(self, request: Request, response: Response) -> None:
-        self.check_signature(response)
+        self.check_signature(response, request)
         if response.status != 200:
             raise self._other(request, response)
 
-    def _other(self, request: Request, response: Response) -> Exception:
+    def _other(
+        self, request: Request, response: Response, fingerprint: str | None = None
+    ) -> Exception:
         text = _error_text(response)
         if response.status == 400 and text in ("unsupported pool header", "invalid pool header"):
             return PoolRejectedError(self.pool, text)
+        if response.status in (401, 403):
+            return NodeRefusedError(response.status, fingerprint, text)
+        if response.status == 429:
+            after = response.headers.get("retry-after", "")
+            return RateLimitedError(request.label, int(after) if after.isdigit() else None)
         return UnexpectedResponseError(request.label, response.status, repr(text))
 
     def verify_license(self, grant: Grant) -> Grant:

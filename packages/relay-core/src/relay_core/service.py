@@ -313,17 +313,33 @@ class Relay:
             raise PoolNotFoundError(name)
         return found.id
 
-    def claim(self, fingerprint: str, pool: str | None = None) -> Lease:
+    def claim(
+        self,
+        fingerprint: str,
+        pool: str | None = None,
+        *,
+        admit: Callable[[], None] | None = None,
+    ) -> Lease:
         """Lease a free license to the node, or extend the lease it already holds in this pool.
 
         Raises `PoolNotFoundError`, `ClaimConflictError` (heartbeats off and already leased, or a
         lease held in another pool while this one has a free license), or
-        `NoLicensesAvailableError`.
+        `NoLicensesAvailableError`. `admit`, when given, is called inside the transaction once a
+        node without a lease has been given a new one (never for an extension, nor when no
+        license is free); whatever it raises rolls the claim back, so an adapter can gate new
+        seats (e.g. a rate limit).
         """
         now = self._now()
-        return self._run(lambda tx: self._claim(tx, fingerprint, pool, now))
+        return self._run(lambda tx: self._claim(tx, fingerprint, pool, now, admit))
 
-    def _claim(self, tx: Transaction, fingerprint: str, pool: str | None, now: int) -> Lease:
+    def _claim(
+        self,
+        tx: Transaction,
+        fingerprint: str,
+        pool: str | None,
+        now: int,
+        admit: Callable[[], None] | None = None,
+    ) -> Lease:
         pool_id = self._pool_id(tx, pool)
         found = tx.get_node_lease(fingerprint)
         entries: list[AuditEntry] = []
@@ -366,6 +382,8 @@ class Relay:
         lic = tx.lease_free_license(pool_id, node.id, self.strategy, now, self.rng)
         if lic is None:
             raise NoLicensesAvailableError()
+        if admit is not None:
+            admit()
         tx.heartbeat_node(node.id, now)
         entries += [
             AuditEntry(EventType.LICENSE_LEASED, EntityType.LICENSE, lic.id, pool_id, now),

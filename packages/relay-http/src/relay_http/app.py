@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import falcon
 from falcon.routing import BaseConverter
 from relay_core import ClaimStatus, Relay
@@ -14,6 +16,11 @@ from .errors import (
 )
 from .middleware import AccessLog, ClockSigning
 from .wire import JSON, lease_body
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from .access import NodeAccess
 
 __all__ = ["Fingerprint", "Health", "Nodes", "create_app"]
 
@@ -56,7 +63,13 @@ class Nodes:
         return header
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, fingerprint: str) -> None:
-        lease = self._relay.claim(fingerprint, self._effective_pool(req, fingerprint))
+        pool = self._effective_pool(req, fingerprint)
+        admit = req.context.get("admit_new_node")
+        lease = (
+            self._relay.claim(fingerprint, pool)
+            if admit is None
+            else self._relay.claim(fingerprint, pool, admit=admit)
+        )
         resp.status = _CLAIM_STATUS[lease.status]
         resp.content_type = JSON
         resp.data = lease_body(lease)
@@ -68,16 +81,23 @@ class Nodes:
 
 
 def create_app(
-    relay: Relay, *, pool: str | None = None, signing_secret: str | None = None
+    relay: Relay,
+    *,
+    pool: str | None = None,
+    signing_secret: str | None = None,
+    signing_key: Ed25519PrivateKey | None = None,
+    access: NodeAccess | None = None,
 ) -> falcon.App[falcon.Request, falcon.Response]:
     """The node API over `relay`, serving licenses from `pool` (None or "" = the global pool).
 
-    With a non-empty `signing_secret` every response carries `Relay-Signature`. Reads no
-    environment, so it can be mounted in any WSGI stack.
+    With a non-empty `signing_secret` or a `signing_key` every response carries
+    `Relay-Signature`; `access` checks node tokens, the fingerprint allow-list and the new-node
+    rate limit. Reads no environment, so it can be mounted in any WSGI stack.
     """
-    app: falcon.App[falcon.Request, falcon.Response] = falcon.App(
-        middleware=[ClockSigning(relay.clock, signing_secret), AccessLog()]
-    )
+    middleware: list[Any] = [ClockSigning(relay.clock, signing_secret, signing_key), AccessLog()]
+    if access is not None:
+        middleware.append(access)
+    app: falcon.App[falcon.Request, falcon.Response] = falcon.App(middleware=middleware)
     # Only node responses are JSON; the health check has no Content-Type (spec §3.3).
     app.resp_options.default_media_type = None  # type: ignore[assignment]
     app.req_options.strip_url_path_trailing_slash = False

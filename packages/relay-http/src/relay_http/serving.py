@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 import waitress
@@ -27,6 +27,11 @@ from waitress.server import BaseWSGIServer
 
 from .app import create_app
 from .reaper import Reaper
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from .access import NodeAccess
 
 __all__ = ["DRAIN_SECONDS", "WAITRESS_SETTINGS", "ServeError", "Server", "serve"]
 
@@ -179,6 +184,16 @@ class Server:
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def reload_on_signal(access: NodeAccess | None) -> Callable[[int, FrameType | None], None]:
+    """A SIGHUP handler that re-reads the access files on a thread (no I/O in the handler)."""
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        if access is not None:
+            threading.Thread(target=access.reload, name="relay-reload", daemon=True).start()
+
+    return on_hup
+
+
 def serve(
     relay: Relay,
     *,
@@ -190,13 +205,22 @@ def serve(
     threads: int = 16,
     connection_limit: int = 1000,
     ready: Callable[[str, int], None] | None = None,
+    signing_key: Ed25519PrivateKey | None = None,
+    access: NodeAccess | None = None,
 ) -> None:
     """Serve the node API on host:port until SIGTERM/SIGINT, then stop gracefully and return.
 
     Runs `relay.cull()` every `cull_interval` seconds when it is not None. Raises `ServeError`
-    when the address cannot be bound. Closing `relay.store` is the caller's job.
+    when the address cannot be bound. Closing `relay.store` is the caller's job. SIGHUP
+    re-reads the token file and allow-list of `access` (and does nothing else).
     """
-    app = create_app(relay, pool=pool, signing_secret=signing_secret)
+    app = create_app(
+        relay,
+        pool=pool,
+        signing_secret=signing_secret,
+        signing_key=signing_key,
+        access=access,
+    )
     reaper = Reaper(relay, cull_interval) if cull_interval is not None else None
     server = Server(
         app,
@@ -214,6 +238,8 @@ def serve(
     if threading.current_thread() is threading.main_thread():
         for signum in _SIGNALS:
             previous[signum] = signal.signal(signum, on_signal)
+        if hasattr(signal, "SIGHUP"):  # never the default action, which ends the process
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload_on_signal(access))
     try:
         if ready is not None:
             ready(*server.address)
