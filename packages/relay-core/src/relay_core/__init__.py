@@ -14,6 +14,7 @@ from .errors import (
     DuplicateLicenseError,
     FileReason,
     InvalidPublicKeyError,
+    LeaseNotFoundError,
     LicenseFileError,
     LicenseFileNotFoundError,
     LicenseFileReadError,
@@ -29,6 +30,7 @@ from .errors import (
     StorageError,
     VerificationError,
 )
+from .events import ClaimResult, NoEvents, RelayEvents, ReleaseResult
 from .model import (
     AuditEntry,
     AuditRecord,
@@ -50,10 +52,12 @@ from .ports import (
     CombiningStore,
     Culled,
     LicenseVerifier,
+    PoolCounts,
     Store,
     Transaction,
 )
 from .service import CullReport, LicenseSource, Relay, SystemClock
+from .views import ActiveLease, PoolStats
 
 try:
     __version__ = version("relay-core")
@@ -62,12 +66,14 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "ANY_POOL",
+    "ActiveLease",
     "AuditEntry",
     "AuditQuery",
     "AuditRecord",
     "BulkError",
     "ClaimConflictError",
     "ClaimNotFoundError",
+    "ClaimResult",
     "ClaimStatus",
     "Clock",
     "CombiningStore",
@@ -80,6 +86,7 @@ __all__ = [
     "FileReason",
     "InvalidPublicKeyError",
     "Lease",
+    "LeaseNotFoundError",
     "License",
     "LicenseFile",
     "LicenseFileError",
@@ -89,12 +96,17 @@ __all__ = [
     "LicenseSource",
     "LicenseVerifier",
     "NewLicense",
+    "NoEvents",
     "NoLicensesAvailableError",
     "Node",
     "Pool",
+    "PoolCounts",
     "PoolNotFoundError",
+    "PoolStats",
     "Relay",
     "RelayError",
+    "RelayEvents",
+    "ReleaseResult",
     "SchemaVersionError",
     "SignatureError",
     "StorageAccessError",

@@ -1,0 +1,41 @@
+"""What an operator sees: the active leases and each pool's counts (`relay leases`, the admin
+API, the Prometheus gauges). Values only; `Relay.list_leases` and `Relay.pool_stats` build them.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["ActiveLease", "PoolStats"]
+
+
+@attrs.frozen
+class ActiveLease:
+    """A license held by an active node. Times are Unix seconds; `expires_at` is when the node
+    is culled without another heartbeat (None when heartbeats are off: leases never expire)."""
+
+    fingerprint: str
+    node_id: int
+    license: str
+    """The license's id (its GUID), as `relay ls` shows it."""
+    pool: str | None
+    claimed_at: int | None
+    last_heartbeat_at: int | None
+    expires_at: int | None
+
+
+@attrs.frozen
+class PoolStats:
+    """One pool's licenses by state; `pool` None is the global pool.
+
+    `free` licenses can be leased now (not leased, file not expired); `expired` counts every
+    license whose file has expired, leased or not; `nodes_active` the active nodes holding one of
+    the pool's licenses.
+    """
+
+    pool: str | None
+    licenses: int
+    leased: int
+    free: int
+    expired: int
+    nodes_active: int
