@@ -41,6 +41,8 @@ class ServeOptions:
     cull_interval: float
     pool: str | None
     threads: int
+    admin_token: str | None = attrs.field(default=None, repr=False)
+    metrics: bool = True
 
 
 def _duration_flag(value: str | None, flag: str) -> float | None:
@@ -65,6 +67,9 @@ def resolve_options(
     pool: str | None,
     threads: int | None,
     lock: LockConfig | None = None,
+    admin_token: str | None = None,
+    admin_token_file: str | None = None,
+    no_metrics: bool | None = None,
 ) -> ServeOptions:
     """Combine flags (first), environment (first non-zero) and defaults; raise `UsageError`.
 
@@ -130,6 +135,10 @@ def resolve_options(
     else:
         secret = env_str(environ, "RELAY_SIGNING_SECRET")
     pool = pool if pool is not None else env_str(environ, "RELAY_POOL")
+    from .operator_commands import resolve_admin_token
+
+    token = resolve_admin_token(environ, admin_token=admin_token, admin_token_file=admin_token_file)
+    metrics = not (no_metrics if no_metrics is not None else env_bool(environ, "RELAY_NO_METRICS"))
     return ServeOptions(
         host=host,
         port=port,
@@ -140,6 +149,8 @@ def resolve_options(
         cull_interval=cull_s,
         pool=pool or None,
         threads=threads,
+        admin_token=token,
+        metrics=metrics,
     )
 
 
@@ -154,6 +165,9 @@ def serve(
     cull_interval: str | None = None,
     pool: str | None = None,
     threads: int | None = None,
+    admin_token: str | None = None,
+    admin_token_file: str | None = None,
+    no_metrics: Annotated[bool | None, Parameter(negative="")] = None,
     runtime: Annotated[Runtime, Parameter(parse=False)],
 ) -> int:
     """run the relay server to manage license distribution
@@ -180,6 +194,12 @@ def serve(
         pool to serve licenses from [$RELAY_POOL=prod]
     threads
         worker threads serving requests (default 16) [$RELAY_THREADS=16]
+    admin_token
+        enable the admin API under /v1/admin for this bearer token [$RELAY_ADMIN_TOKEN]
+    admin_token_file
+        read the admin token from this file instead [$RELAY_ADMIN_TOKEN_FILE]
+    no_metrics
+        do not serve Prometheus metrics at /metrics [$RELAY_NO_METRICS=1]
     """
     options = resolve_options(
         runtime.environ,
@@ -193,21 +213,34 @@ def serve(
         pool=pool,
         threads=threads,
         lock=runtime.lock,
+        admin_token=admin_token,
+        admin_token_file=admin_token_file,
+        no_metrics=no_metrics,
     )
-    relay = runtime.relay(strategy=options.strategy, ttl=options.ttl, heartbeats=options.heartbeats)
+    metrics = None
+    if options.metrics:
+        from relay_http.metrics import Metrics
+
+        metrics = Metrics()
+    relay = runtime.relay(
+        strategy=options.strategy, ttl=options.ttl, heartbeats=options.heartbeats, events=metrics
+    )
 
     import relay_http
 
     runtime.out.success("the server is starting")
     runtime.out.stdout.flush()
     log.info(
-        "starting server addr=%s port=%d pool=%s ttl=%s heartbeats=%s strategy=%s",
+        "starting server addr=%s port=%d pool=%s ttl=%s heartbeats=%s strategy=%s "
+        "admin=%s metrics=%s",
         options.host,
         options.port,
         options.pool or "<nil>",
         format_duration(options.ttl),
         options.heartbeats,
         options.strategy,
+        options.admin_token is not None,
+        options.metrics,
     )
 
     def ready(host: str, port: int) -> None:
@@ -222,6 +255,9 @@ def serve(
         cull_interval=options.cull_interval if options.heartbeats else None,
         threads=options.threads,
         ready=ready,
+        admin_token=options.admin_token,
+        metrics=metrics,
+        converter=runtime.converter,
     )
     log.info("server stopped")
     return 0

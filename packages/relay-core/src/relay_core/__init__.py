@@ -57,7 +57,7 @@ from .ports import (
     Transaction,
 )
 from .service import CullReport, LicenseSource, Relay, SystemClock
-from .views import ActiveLease, PoolStats
+from .views import ActiveLease, LicenseRow, PoolStats
 
 try:
     __version__ = version("relay-core")
@@ -93,6 +93,7 @@ __all__ = [
     "LicenseFileNotFoundError",
     "LicenseFileReadError",
     "LicenseNotFoundError",
+    "LicenseRow",
     "LicenseSource",
     "LicenseVerifier",
     "NewLicense",

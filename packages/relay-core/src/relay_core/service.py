@@ -53,7 +53,7 @@ from .ports import (
     Transaction,
     VerifierFactory,
 )
-from .views import ActiveLease, PoolStats
+from .views import ActiveLease, LicenseRow, PoolStats
 
 __all__ = ["CullReport", "LicenseSource", "Relay", "SystemClock", "read_license_source"]
 
@@ -525,3 +525,14 @@ class Relay:
         held, name = self._run(work)
         self.events.on_release(name, ReleaseResult.FORCED)
         return attrs.evolve(held, node_id=None, last_released_at=now)
+
+    def license_rows(self, pool: str | None = None) -> list[LicenseRow]:
+        """`list_licenses` as `relay ls --json` shows them, with pool names."""
+        with self.store.transaction() as tx:
+            pool_filter: PoolFilter = ANY_POOL if not pool else self._pool_id(tx, pool)
+            licenses = tx.list_licenses(pool_filter)
+            names = {p.id: p.name for p in tx.list_pools()} if licenses else {}
+        return [
+            LicenseRow.of(lic, None if lic.pool_id is None else names.get(lic.pool_id, "<n/a>"))
+            for lic in licenses
+        ]

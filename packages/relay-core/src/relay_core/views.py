@@ -4,9 +4,13 @@ API, the Prometheus gauges). Values only; `Relay.list_leases` and `Relay.pool_st
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import attrs
 
-__all__ = ["ActiveLease", "PoolStats"]
+from .model import License
+
+__all__ = ["ActiveLease", "LicenseRow", "PoolStats"]
 
 
 @attrs.frozen
@@ -39,3 +43,33 @@ class PoolStats:
     free: int
     expired: int
     nodes_active: int
+
+
+@attrs.frozen
+class LicenseRow:
+    """A license as `relay ls --json` and `GET /v1/admin/licenses` show it: Keygen Relay's
+    columns, then ours; times as UTC datetimes (RFC 3339 on the wire)."""
+
+    id: str
+    pool: str | None
+    claims: int
+    node_id: int | None
+    last_claimed_at: datetime | None
+    last_released_at: datetime | None
+    file_expires_at: datetime | None
+
+    @classmethod
+    def of(cls, lic: License, pool: str | None) -> LicenseRow:
+        return cls(
+            lic.guid,
+            pool,
+            lic.claims,
+            lic.node_id,
+            _utc(lic.last_claimed_at),
+            _utc(lic.last_released_at),
+            _utc(lic.file_expires_at),
+        )
+
+
+def _utc(timestamp: int | None) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import falcon
 from falcon.routing import BaseConverter
 from relay_core import ClaimStatus, Relay
@@ -14,6 +16,11 @@ from .errors import (
 )
 from .middleware import AccessLog, ClockSigning
 from .wire import JSON, lease_body
+
+if TYPE_CHECKING:
+    import cattrs
+
+    from .metrics import Metrics
 
 __all__ = ["Fingerprint", "Health", "Nodes", "create_app"]
 
@@ -68,21 +75,49 @@ class Nodes:
 
 
 def create_app(
-    relay: Relay, *, pool: str | None = None, signing_secret: str | None = None
+    relay: Relay,
+    *,
+    pool: str | None = None,
+    signing_secret: str | None = None,
+    admin_token: str | None = None,
+    metrics: Metrics | None = None,
+    converter: cattrs.Converter | None = None,
 ) -> falcon.App[falcon.Request, falcon.Response]:
     """The node API over `relay`, serving licenses from `pool` (None or "" = the global pool).
 
-    With a non-empty `signing_secret` every response carries `Relay-Signature`. Reads no
+    With a non-empty `signing_secret` every response carries `Relay-Signature`. With an
+    `admin_token`, the admin API is mounted under ``/v1/admin`` (`relay_http.admin`); with
+    `metrics` (also passed to `Relay(events=...)` for the counters), ``GET /metrics``. JSON
+    bodies of the admin API go through `converter` (default: `relay_core.convert`'s). Reads no
     environment, so it can be mounted in any WSGI stack.
     """
-    app: falcon.App[falcon.Request, falcon.Response] = falcon.App(
-        middleware=[ClockSigning(relay.clock, signing_secret), AccessLog()]
-    )
+    middleware: list[Any] = [ClockSigning(relay.clock, signing_secret)]
+    if metrics is not None:
+        from .metrics import RequestMetrics
+
+        middleware.append(RequestMetrics(metrics))
+    middleware.append(AccessLog())
+    if admin_token:
+        from .admin import AdminAuth
+
+        middleware.append(AdminAuth(admin_token))
+    app: falcon.App[falcon.Request, falcon.Response] = falcon.App(middleware=middleware)
     # Only node responses are JSON; the health check has no Content-Type (spec §3.3).
     app.resp_options.default_media_type = None  # type: ignore[assignment]
     app.req_options.strip_url_path_trailing_slash = False
     app.add_route("/v1/health", Health())
     app.router_options.converters["fp"] = Fingerprint
     app.add_route("/v1/nodes/{fingerprint:fp}", Nodes(relay, pool))
+    if admin_token:
+        from relay_core.convert import make_converter
+
+        from .admin import add_admin_routes
+
+        add_admin_routes(app, relay, converter or make_converter())
+    if metrics is not None:
+        from .metrics import MetricsResource
+
+        metrics.watch(relay)
+        app.add_route("/metrics", MetricsResource(metrics))
     install_error_handlers(app)
     return app

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 import waitress
@@ -27,6 +27,11 @@ from waitress.server import BaseWSGIServer
 
 from .app import create_app
 from .reaper import Reaper
+
+if TYPE_CHECKING:
+    import cattrs
+
+    from .metrics import Metrics
 
 __all__ = ["DRAIN_SECONDS", "WAITRESS_SETTINGS", "ServeError", "Server", "serve"]
 
@@ -190,13 +195,24 @@ def serve(
     threads: int = 16,
     connection_limit: int = 1000,
     ready: Callable[[str, int], None] | None = None,
+    admin_token: str | None = None,
+    metrics: Metrics | None = None,
+    converter: cattrs.Converter | None = None,
 ) -> None:
     """Serve the node API on host:port until SIGTERM/SIGINT, then stop gracefully and return.
 
-    Runs `relay.cull()` every `cull_interval` seconds when it is not None. Raises `ServeError`
+    `admin_token`, `metrics` and `converter` are `create_app`'s. Runs `relay.cull()` every
+    `cull_interval` seconds when it is not None. Raises `ServeError`
     when the address cannot be bound. Closing `relay.store` is the caller's job.
     """
-    app = create_app(relay, pool=pool, signing_secret=signing_secret)
+    app = create_app(
+        relay,
+        pool=pool,
+        signing_secret=signing_secret,
+        admin_token=admin_token,
+        metrics=metrics,
+        converter=converter,
+    )
     reaper = Reaper(relay, cull_interval) if cull_interval is not None else None
     server = Server(
         app,
