@@ -108,6 +108,9 @@ def create_app(
     app.add_route("/v1/health", Health())
     app.router_options.converters["fp"] = Fingerprint
     app.add_route("/v1/nodes/{fingerprint:fp}", Nodes(relay, pool))
+    from .openapi import OpenApi
+
+    app.add_route("/v1/openapi.json", OpenApi())
     if admin_token:
         from relay_core.convert import make_converter
 
