@@ -19,6 +19,10 @@ What it does:
    (nodes / (claim time + release time)), and p99 latencies; plus every non-2xx status and
    any "database is locked" in the server's log.
 
+With `--versus-no-metrics` the floor is `relay serve --no-metrics` on a copy of the database
+instead of the trivial app, so the ratios are relay with metrics / relay without: the price of
+/metrics (counters and the request histogram) on each path.
+
 The load generator is standard library only: `--procs` processes, each with its share of the
 connections as threads, one keep-alive `http.client` connection per thread. Client and servers
 share the machine's cores, so quote the ratios, not the absolute numbers.
@@ -481,6 +485,10 @@ def main() -> int:
         "--wrk", action="store_true", help="measure with wrk (churn and heartbeat) instead"
     )
     parser.add_argument("--wrk-seconds", type=float, default=10.0, help="length of each wrk run")
+        "--versus-no-metrics",
+        action="store_true",
+        help="the floor is `relay serve --no-metrics` on a copy of the database",
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.connections.split(",")]
     if args.wrk and shutil.which("wrk") is None:
@@ -505,10 +513,15 @@ def main() -> int:
                 command = [str(RELAY), "serve", "--database", str(db), "--bind", "127.0.0.1",
                            "--port", str(relay_port), "--threads", str(args.threads), "-v"]  # fmt: skip
             relay_proc = subprocess.Popen(command, stdout=log, stderr=log)
-            floor_proc = subprocess.Popen(
-                [PY, "-c", FLOOR_SERVER, str(floor_port), str(body_size)],
-                stdout=log, stderr=log,
-            )  # fmt: skip
+            floor_command = [PY, "-c", FLOOR_SERVER, str(floor_port), str(body_size)]
+            if args.versus_no_metrics:
+                import shutil
+
+                shutil.copyfile(db, Path(tmp) / "floor.sqlite")
+                floor_command = [str(RELAY), "serve", "--database", str(Path(tmp) / "floor.sqlite"),
+                                 "--bind", "127.0.0.1", "--port", str(floor_port), "--threads",
+                                 str(args.threads), "-v", "--no-metrics"]  # fmt: skip
+            floor_proc = subprocess.Popen(floor_command, stdout=log, stderr=log)
             try:
                 wait_healthy(relay_port, relay_proc)
                 wait_healthy(floor_port, floor_proc)
@@ -556,7 +569,8 @@ def bench(
     floor_port: int,
 ) -> dict[str, object]:
     relay = Target("relay", relay_port, relay_pid, "/v1/nodes/", "/v1/nodes/")
-    floor = Target("floor", floor_port, floor_pid, "/v1/nodes/", "/v1/beats/")
+    beats = "/v1/nodes/" if args.versus_no_metrics else "/v1/beats/"
+    floor = Target("floor", floor_port, floor_pid, "/v1/nodes/", beats)
     outcome: dict[str, dict[str, list[float]]] = {}
     bad: dict[str, int] = {}
     for rnd in range(args.rounds):

@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 from relay_core import Strategy
 from relay_core.model import License, Node
-from relay_core.ports import Culled
+from relay_core.ports import ANY_POOL, Culled, PoolCounts, PoolFilter
 from relay_core.testing import MemoryStore, StorageContract
 from relay_core.testing.memory import MemoryTransaction
 
@@ -192,3 +193,64 @@ def test_node_lease_test_catches_a_store_that_loses_the_holding() -> None:
         lambda: contract.test_node_lease_reads_the_active_node_with_its_license(store())
     )
     assert_contract_fails(contract.test_relay_matches_the_reference_model)
+
+
+class LeasesOfInactiveNodes(MemoryTransaction):
+    def list_leases(self, pool_id: PoolFilter) -> list[tuple[Node, License]]:
+        return [
+            (self._t.nodes[lic.node_id], lic)
+            for lic in self.list_licenses(pool_id)
+            if lic.node_id is not None
+        ]
+
+
+class LeasesIgnorePoolFilter(MemoryTransaction):
+    def list_leases(self, pool_id: PoolFilter) -> list[tuple[Node, License]]:
+        return super().list_leases(ANY_POOL)
+
+
+class CountsExpiredAsFree(MemoryTransaction):
+    def count_by_pool(self, now: int) -> list[PoolCounts]:
+        return [
+            attrs.evolve(
+                c,
+                free=sum(
+                    1
+                    for lic in self._t.licenses.values()
+                    if lic.pool_id == c.pool_id and lic.node_id is None
+                ),
+            )
+            for c in super().count_by_pool(now)
+        ]
+
+
+class CountsExpiryOneSecondEarly(MemoryTransaction):
+    def count_by_pool(self, now: int) -> list[PoolCounts]:
+        return super().count_by_pool(now + 1)
+
+
+class CountsForgetTheGlobalPool(MemoryTransaction):
+    def count_by_pool(self, now: int) -> list[PoolCounts]:
+        return [c for c in super().count_by_pool(now) if c.pool_id is not None]
+
+
+@pytest.mark.parametrize(
+    ("mutant", "primitive", "in_state_machine"),
+    [
+        (LeasesOfInactiveNodes, "test_list_leases_returns_licenses_held_by_active_nodes", False),
+        (LeasesIgnorePoolFilter, "test_list_leases_returns_licenses_held_by_active_nodes", True),
+        (CountsExpiredAsFree, "test_count_by_pool_groups_licenses_by_state", True),
+        (CountsExpiryOneSecondEarly, "test_count_by_pool_groups_licenses_by_state", True),
+        (CountsForgetTheGlobalPool, "test_count_by_pool_groups_licenses_by_state", True),
+    ],
+)
+def test_operator_view_tests_catch_their_mutants(
+    mutant: type[MemoryTransaction], primitive: str, in_state_machine: bool
+) -> None:
+    """list_leases and count_by_pool: a store that gets one rule wrong fails its primitive test,
+    and, where Relay can reach that state, the reference-model state machine."""
+    store = store_of(mutant)
+    contract = contract_for(store)
+    assert_contract_fails(lambda: getattr(contract, primitive)(store()))
+    if in_state_machine:
+        assert_contract_fails(contract.test_relay_matches_the_reference_model)

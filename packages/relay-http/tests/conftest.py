@@ -29,7 +29,10 @@ def _call(
     asks for (a 204 with `Content-Type: application/json`, a health 200 without one), so the
     tests call the app with Falcon's environ builder and start_response mock directly.
     """
-    env = falcon.testing.create_environ(path=path, method=method, headers=dict(headers or {}))
+    path, _, query = path.partition("?")
+    env = falcon.testing.create_environ(
+        path=path, query_string=query, method=method, headers=dict(headers or {})
+    )
     start = falcon.testing.StartResponseMock()
     data = closed_wsgi_iterable(app(env, start))
     assert start.status is not None

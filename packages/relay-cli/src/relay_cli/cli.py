@@ -30,6 +30,7 @@ from .lockfind import LockLoadError, find_lock, version_string
 from .locking import LockConfig, LockConfigError, UnlockError, unlock
 from .logsetup import configure_logging
 from .nodelock import fingerprint_command, lock_app
+from .operator_commands import leases, release
 from .output import Output, color_wanted
 from .runtime import Runtime, Settings, UsageError, parse_pragmas
 from .server import serve
@@ -168,8 +169,10 @@ def create_app(
     app.command(fingerprint_command(this_machine), name="fingerprint")
     app.command(help_command(app), name="help")
     app.command(lock_app())
+    app.command(leases)
     app.command(logs)
     app.command(ls)
+    app.command(release)
     pinned = {
         "bind": lock is not None and lock.addr is not None,
         "port": lock is not None and lock.port is not None,

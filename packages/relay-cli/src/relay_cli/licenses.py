@@ -9,7 +9,7 @@ from cyclopts import Parameter
 
 from .publickey import PublicKeyFileFlag, PublicKeyFlag, resolve_public_key
 from .runtime import Runtime, UsageError
-from .tables import choose_layout, render, rfc3339
+from .tables import Layout, choose_layout, render, rfc3339
 from .values import env_str, split_csv
 
 if TYPE_CHECKING:
@@ -172,6 +172,22 @@ def _show(
 ) -> None:
     layout = choose_layout(plain=plain, as_json=as_json, environ=runtime.environ, out=runtime.out)
     rows = _rows(relay, licenses)
+    if layout is Layout.JSON:
+        from relay_core import LicenseRow
+
+        # The same rows through the one converter (GET /v1/admin/licenses answers these too).
+        records = [
+            LicenseRow.of(lic, row[1] if isinstance(row[1], str) else None)
+            for lic, row in zip(licenses, rows, strict=True)
+        ]
+        render(
+            LICENSE_HEADERS,
+            rows,
+            layout,
+            runtime.out,
+            records=runtime.converter.unstructure(records),
+        )
+        return
     render(LICENSE_HEADERS, rows, layout, runtime.out)
 
 

@@ -16,7 +16,8 @@ from .output import Output
 from .values import split_csv
 
 if TYPE_CHECKING:
-    from relay_core import Relay, Strategy
+    import cattrs
+    from relay_core import Relay, RelayEvents, Strategy
     from relay_core.ports import Clock, Store
 
     from .locking import LockConfig
@@ -65,6 +66,16 @@ class Runtime:
     lock: LockConfig | None = None
     """The node lock that was checked before the command ran; None when not node-locked."""
     _store: Store | None = attrs.field(default=None, init=False)
+    _converter: cattrs.Converter | None = attrs.field(default=None, init=False)
+
+    @property
+    def converter(self) -> cattrs.Converter:
+        """The process's one cattrs converter (config file, `--json`, admin bodies)."""
+        if self._converter is None:
+            from .config import make_cli_converter
+
+            self._converter = make_cli_converter()
+        return self._converter
 
     @property
     def store(self) -> Store:
@@ -80,9 +91,10 @@ class Runtime:
         strategy: Strategy | str = "fifo",
         ttl: float = 60,
         heartbeats: bool = True,
+        events: RelayEvents | None = None,
     ) -> Relay:
         """The service over the store, with the global audit setting and the injected clock."""
-        from relay_core import Relay
+        from relay_core import NoEvents, Relay
 
         return Relay(
             self.store,
@@ -91,6 +103,7 @@ class Runtime:
             ttl=ttl,
             heartbeats=heartbeats,
             audit=self.settings.audit,
+            events=events or NoEvents(),
         )
 
     def close(self) -> None:

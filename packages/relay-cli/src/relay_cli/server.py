@@ -45,6 +45,8 @@ class ServeOptions:
     node_token_file: str | None = None
     allow_fingerprints: str | None = None
     max_new_nodes_per_minute: int | None = None
+    admin_token: str | None = attrs.field(default=None, repr=False)
+    metrics: bool = True
 
 
 def _duration_flag(value: str | None, flag: str) -> float | None:
@@ -73,6 +75,9 @@ def resolve_options(
     node_token_file: str | None = None,
     allow_fingerprints: str | None = None,
     max_new_nodes_per_minute: int | None = None,
+    admin_token: str | None = None,
+    admin_token_file: str | None = None,
+    no_metrics: bool | None = None,
 ) -> ServeOptions:
     """Combine flags (first), environment (first non-zero) and defaults; raise `UsageError`.
 
@@ -151,6 +156,10 @@ def resolve_options(
             f'invalid argument "{max_new_nodes_per_minute}" for "--max-new-nodes-per-minute" '
             "flag: must be at least 1"
         )
+    from .operator_commands import resolve_admin_token
+
+    token = resolve_admin_token(environ, admin_token=admin_token, admin_token_file=admin_token_file)
+    metrics = not (no_metrics if no_metrics is not None else env_bool(environ, "RELAY_NO_METRICS"))
     return ServeOptions(
         host=host,
         port=port,
@@ -165,6 +174,8 @@ def resolve_options(
         node_token_file=node_token_file or None,
         allow_fingerprints=allow_fingerprints or None,
         max_new_nodes_per_minute=max_new_nodes_per_minute,
+        admin_token=token,
+        metrics=metrics,
     )
 
 
@@ -183,6 +194,9 @@ def serve(
     node_token_file: str | None = None,
     allow_fingerprints: str | None = None,
     max_new_nodes_per_minute: int | None = None,
+    admin_token: str | None = None,
+    admin_token_file: str | None = None,
+    no_metrics: Annotated[bool | None, Parameter(negative="")] = None,
     runtime: Annotated[Runtime, Parameter(parse=False)],
 ) -> int:
     """run the relay server to manage license distribution
@@ -217,6 +231,12 @@ def serve(
         file of fingerprints and fnmatch patterns that may claim; reloaded on change and SIGHUP [$RELAY_ALLOW_FINGERPRINTS]
     max_new_nodes_per_minute
         new seats one client address may take per minute; heartbeats and releases are not limited [$RELAY_MAX_NEW_NODES_PER_MINUTE=60]
+    admin_token
+        enable the admin API under /v1/admin for this bearer token [$RELAY_ADMIN_TOKEN]
+    admin_token_file
+        read the admin token from this file instead [$RELAY_ADMIN_TOKEN_FILE]
+    no_metrics
+        do not serve Prometheus metrics at /metrics [$RELAY_NO_METRICS=1]
     """
     options = resolve_options(
         runtime.environ,
@@ -234,6 +254,9 @@ def serve(
         node_token_file=node_token_file,
         allow_fingerprints=allow_fingerprints,
         max_new_nodes_per_minute=max_new_nodes_per_minute,
+        admin_token=admin_token,
+        admin_token_file=admin_token_file,
+        no_metrics=no_metrics,
     )
     from .trust import load_access, load_signing_key, locked_signing_key
 
@@ -248,20 +271,30 @@ def serve(
         allow_fingerprints=options.allow_fingerprints,
         max_new_nodes_per_minute=options.max_new_nodes_per_minute,
     )
-    relay = runtime.relay(strategy=options.strategy, ttl=options.ttl, heartbeats=options.heartbeats)
+    metrics = None
+    if options.metrics:
+        from relay_http.metrics import Metrics
+
+        metrics = Metrics()
+    relay = runtime.relay(
+        strategy=options.strategy, ttl=options.ttl, heartbeats=options.heartbeats, events=metrics
+    )
 
     import relay_http
 
     runtime.out.success("the server is starting")
     runtime.out.stdout.flush()
     log.info(
-        "starting server addr=%s port=%d pool=%s ttl=%s heartbeats=%s strategy=%s",
+        "starting server addr=%s port=%d pool=%s ttl=%s heartbeats=%s strategy=%s "
+        "admin=%s metrics=%s",
         options.host,
         options.port,
         options.pool or "<nil>",
         format_duration(options.ttl),
         options.heartbeats,
         options.strategy,
+        options.admin_token is not None,
+        options.metrics,
     )
 
     if signing_key is not None:
@@ -283,6 +316,9 @@ def serve(
         ready=ready,
         signing_key=signing_key,
         access=access,
+        admin_token=options.admin_token,
+        metrics=metrics,
+        converter=runtime.converter,
     )
     log.info("server stopped")
     return 0

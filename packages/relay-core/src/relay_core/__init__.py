@@ -14,6 +14,7 @@ from .errors import (
     DuplicateLicenseError,
     FileReason,
     InvalidPublicKeyError,
+    LeaseNotFoundError,
     LicenseFileError,
     LicenseFileNotFoundError,
     LicenseFileReadError,
@@ -30,6 +31,7 @@ from .errors import (
     StorageError,
     VerificationError,
 )
+from .events import ClaimResult, NoEvents, RelayEvents, ReleaseResult
 from .model import (
     AuditEntry,
     AuditRecord,
@@ -51,10 +53,12 @@ from .ports import (
     CombiningStore,
     Culled,
     LicenseVerifier,
+    PoolCounts,
     Store,
     Transaction,
 )
 from .service import CullReport, LicenseSource, Relay, SystemClock
+from .views import ActiveLease, LicenseRow, PoolStats
 
 try:
     __version__ = version("relay-core")
@@ -63,12 +67,14 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "ANY_POOL",
+    "ActiveLease",
     "AuditEntry",
     "AuditQuery",
     "AuditRecord",
     "BulkError",
     "ClaimConflictError",
     "ClaimNotFoundError",
+    "ClaimResult",
     "ClaimStatus",
     "Clock",
     "CombiningStore",
@@ -81,6 +87,7 @@ __all__ = [
     "FileReason",
     "InvalidPublicKeyError",
     "Lease",
+    "LeaseNotFoundError",
     "License",
     "LicenseFile",
     "LicenseFileError",
@@ -88,15 +95,21 @@ __all__ = [
     "LicenseFileReadError",
     "LicenseKeyMismatchError",
     "LicenseNotFoundError",
+    "LicenseRow",
     "LicenseSource",
     "LicenseVerifier",
     "NewLicense",
+    "NoEvents",
     "NoLicensesAvailableError",
     "Node",
     "Pool",
+    "PoolCounts",
     "PoolNotFoundError",
+    "PoolStats",
     "Relay",
     "RelayError",
+    "RelayEvents",
+    "ReleaseResult",
     "SchemaVersionError",
     "SignatureError",
     "StorageAccessError",

@@ -19,6 +19,7 @@ at their edge (``raise StorageError(...) from exc``), so callers never see ``sql
     ├── ClaimConflictError          HTTP 409
     ├── NoLicensesAvailableError    HTTP 410
     ├── ClaimNotFoundError          HTTP 404
+    │   └── LeaseNotFoundError      a force-release names a fingerprint holding nothing
     ├── BulkError                   several item errors of one all-or-nothing call
     ├── SignatureError              a Relay-Signature header is missing, malformed or wrong
     └── StorageError                the backend failed
@@ -45,6 +46,7 @@ __all__ = [
     "LicenseFileNotFoundError",
     "LicenseFileReadError",
     "LicenseKeyMismatchError",
+    "LeaseNotFoundError",
     "LicenseNotFoundError",
     "NoLicensesAvailableError",
     "PoolNotFoundError",
@@ -195,6 +197,18 @@ class ClaimNotFoundError(RelayError):
 
     def __init__(self) -> None:
         super().__init__("claim not found")
+
+
+class LeaseNotFoundError(ClaimNotFoundError):
+    """Raised when an operator force-releases a fingerprint that holds no lease (in that pool)."""
+
+    def __init__(self, fingerprint: str, pool: str | None = None) -> None:
+        RelayError.__init__(
+            self,
+            f"no lease held by node {fingerprint}" + (f" in pool {pool}" if pool else ""),
+        )
+        self.fingerprint = fingerprint
+        self.pool = pool
 
 
 class BulkError(RelayError):

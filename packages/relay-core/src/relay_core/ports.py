@@ -50,6 +50,7 @@ __all__ = [
     "CombiningStore",
     "Culled",
     "LicenseVerifier",
+    "PoolCounts",
     "PoolFilter",
     "Store",
     "Transaction",
@@ -77,6 +78,23 @@ class Culled:
     node_id: int
     license_id: int | None
     pool_id: int | None
+
+
+@attrs.frozen
+class PoolCounts:
+    """One pool's licenses by state at `now`, as `Transaction.count_by_pool` returns them.
+
+    `licenses`: all of the pool's licenses; `leased`: those with a holder (`node_id` set);
+    `free`: not leased and with a valid file (what `lease_free_license` could pick);
+    `expired`: file expired at `now` (leased or not); `nodes_active`: active nodes holding one.
+    """
+
+    pool_id: int | None
+    licenses: int
+    leased: int
+    free: int
+    expired: int
+    nodes_active: int
 
 
 @attrs.frozen
@@ -152,6 +170,16 @@ class Transaction(Protocol):
         Their licenses are released (`last_released_at = now`) and the nodes deactivated
         (`deactivated_at = now`); returns what was culled, at most `limit` entries.
         """
+        ...
+
+    # the operator's view
+    def list_leases(self, pool_id: PoolFilter) -> list[tuple[Node, License]]:
+        """Every license held by an active node, with that node, in ascending license id."""
+        ...
+
+    def count_by_pool(self, now: int) -> list[PoolCounts]:
+        """`PoolCounts` for each pool id (None = global) that has at least one license, in
+        ascending pool id with the global pool first; one grouped query, no per-license work."""
         ...
 
     # audit

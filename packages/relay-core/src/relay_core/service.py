@@ -17,6 +17,7 @@ from .errors import (
     ClaimConflictError,
     ClaimNotFoundError,
     DuplicateLicenseError,
+    LeaseNotFoundError,
     LicenseFileNotFoundError,
     LicenseFileReadError,
     LicenseKeyMismatchError,
@@ -25,6 +26,7 @@ from .errors import (
     PoolNotFoundError,
     RelayError,
 )
+from .events import ClaimResult, NoEvents, RelayEvents, ReleaseResult
 from .model import (
     AuditEntry,
     AuditRecord,
@@ -46,11 +48,13 @@ from .ports import (
     CombiningStore,
     Culled,
     LicenseVerifier,
+    PoolCounts,
     PoolFilter,
     Store,
     Transaction,
     VerifierFactory,
 )
+from .views import ActiveLease, LicenseRow, PoolStats
 
 __all__ = ["CullReport", "LicenseSource", "Relay", "SystemClock", "read_license_source"]
 
@@ -58,6 +62,11 @@ T = TypeVar("T")
 
 LicenseSource = str | os.PathLike[str] | bytes
 """A license file given as a path, or as its bytes."""
+
+_CLAIM_RESULT = {
+    ClaimStatus.CREATED: ClaimResult.CREATED,
+    ClaimStatus.EXTENDED: ClaimResult.EXTENDED,
+}
 
 CULL_BATCH = 1000
 """Nodes culled per transaction, so the write lock is never held long (see performance notes)."""
@@ -126,6 +135,7 @@ class Relay:
     audit: bool = attrs.field(default=True, kw_only=True)
     rng: random.Random = attrs.field(factory=random.Random, kw_only=True)
     verifier: VerifierFactory = attrs.field(default=_keygen_factory, kw_only=True)
+    events: RelayEvents = attrs.field(factory=NoEvents, kw_only=True)
     _combines: bool = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -330,7 +340,16 @@ class Relay:
         seats (e.g. a rate limit).
         """
         now = self._now()
-        return self._run(lambda tx: self._claim(tx, fingerprint, pool, now, admit))
+        try:
+            lease = self._run(lambda tx: self._claim(tx, fingerprint, pool, now, admit))
+        except ClaimConflictError:
+            self.events.on_claim(pool, ClaimResult.CONFLICT)
+            raise
+        except NoLicensesAvailableError:
+            self.events.on_claim(pool, ClaimResult.EXHAUSTED)
+            raise
+        self.events.on_claim(pool, _CLAIM_RESULT[lease.status])
+        return lease
 
     def _claim(
         self,
@@ -424,7 +443,12 @@ class Relay:
         Raises `ClaimNotFoundError` (checked first, as Keygen Relay does) or `PoolNotFoundError`.
         """
         now = self._now()
-        held = self._run(lambda tx: self._release(tx, fingerprint, pool, now))
+        try:
+            held = self._run(lambda tx: self._release(tx, fingerprint, pool, now))
+        except ClaimNotFoundError:
+            self.events.on_release(pool, ReleaseResult.NOT_FOUND)
+            raise
+        self.events.on_release(pool, ReleaseResult.RELEASED)
         return attrs.evolve(held, node_id=None, last_released_at=now)
 
     def _release(self, tx: Transaction, fingerprint: str, pool: str | None, now: int) -> License:
@@ -454,4 +478,90 @@ class Relay:
             released += sum(1 for c in batch if c.license_id is not None)
             culled += len(batch)
             if len(batch) < CULL_BATCH:
+                self.events.on_cull(culled, released)
                 return CullReport(released=released, culled=culled)
+
+    # -- the operator's view ----------------------------------------------------------------
+
+    def _expires_at(self, node: Node) -> int | None:
+        if not self.heartbeats or node.last_heartbeat_at is None:
+            return None
+        return node.last_heartbeat_at + self.ttl
+
+    def list_leases(self, pool: str | None = None) -> list[ActiveLease]:
+        """Every license held by an active node, in license order: all pools when `pool` is
+        None, else that pool's (`PoolNotFoundError` if it does not exist)."""
+
+        def work(tx: Transaction) -> tuple[list[tuple[Node, License]], dict[int, str]]:
+            pool_filter: PoolFilter = ANY_POOL if not pool else self._pool_id(tx, pool)
+            held = tx.list_leases(pool_filter)
+            names = {p.id: p.name for p in tx.list_pools()} if held else {}
+            return held, names
+
+        held, names = self._run(work)
+        return [
+            ActiveLease(
+                fingerprint=node.fingerprint,
+                node_id=node.id,
+                license=lic.guid,
+                pool=None if lic.pool_id is None else names.get(lic.pool_id),
+                claimed_at=lic.last_claimed_at,
+                last_heartbeat_at=node.last_heartbeat_at,
+                expires_at=self._expires_at(node),
+            )
+            for node, lic in held
+        ]
+
+    def pool_stats(self) -> list[PoolStats]:
+        """Counts for the global pool, then every named pool in creation order."""
+        now = self._now()
+
+        def work(tx: Transaction) -> tuple[list[Pool], list[PoolCounts]]:
+            return tx.list_pools(), tx.count_by_pool(now)
+
+        pools, counts = self._run(work)
+        by_id = {c.pool_id: c for c in counts}
+        named: list[tuple[int | None, str | None]] = [(p.id, p.name) for p in pools]
+        stats = []
+        for pool_id, name in [(None, None), *named]:
+            c = by_id.get(pool_id) or PoolCounts(pool_id, 0, 0, 0, 0, 0)
+            stats.append(PoolStats(name, c.licenses, c.leased, c.free, c.expired, c.nodes_active))
+        return stats
+
+    def force_release(self, fingerprint: str, pool: str | None = None) -> License:
+        """An operator ends the node's lease at once: the license is freed and the node
+        deactivated, with the audit rows of a release. With `pool`, only a lease in that pool
+        matches. Raises `LeaseNotFoundError` (or `PoolNotFoundError`)."""
+        now = self._now()
+
+        def work(tx: Transaction) -> tuple[License, str | None]:
+            pool_id: PoolFilter = self._pool_id(tx, pool) if pool else ANY_POOL
+            found = tx.get_node_lease(fingerprint)
+            held = found[1] if found is not None else None
+            if found is None or held is None:
+                raise LeaseNotFoundError(fingerprint, pool)
+            if pool_id is not ANY_POOL and held.pool_id != pool_id:
+                raise LeaseNotFoundError(fingerprint, pool)
+            node = found[0]
+            tx.release_license(held.id, now)
+            tx.deactivate_node(node.id, now)
+            self._audit(tx, self._release_events(held.id, node.id, held.pool_id, now))
+            name = None
+            if held.pool_id is not None:
+                name = pool or next(p.name for p in tx.list_pools() if p.id == held.pool_id)
+            return held, name
+
+        held, name = self._run(work)
+        self.events.on_release(name, ReleaseResult.FORCED)
+        return attrs.evolve(held, node_id=None, last_released_at=now)
+
+    def license_rows(self, pool: str | None = None) -> list[LicenseRow]:
+        """`list_licenses` as `relay ls --json` shows them, with pool names."""
+        with self.store.transaction() as tx:
+            pool_filter: PoolFilter = ANY_POOL if not pool else self._pool_id(tx, pool)
+            licenses = tx.list_licenses(pool_filter)
+            names = {p.id: p.name for p in tx.list_pools()} if licenses else {}
+        return [
+            LicenseRow.of(lic, None if lic.pool_id is None else names.get(lic.pool_id, "<n/a>"))
+            for lic in licenses
+        ]

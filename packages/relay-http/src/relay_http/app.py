@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from .access import NodeAccess
+    import cattrs
+
+    from .metrics import Metrics
 
 __all__ = ["Fingerprint", "Health", "Nodes", "create_app"]
 
@@ -87,16 +90,31 @@ def create_app(
     signing_secret: str | None = None,
     signing_key: Ed25519PrivateKey | None = None,
     access: NodeAccess | None = None,
+    admin_token: str | None = None,
+    metrics: Metrics | None = None,
+    converter: cattrs.Converter | None = None,
 ) -> falcon.App[falcon.Request, falcon.Response]:
     """The node API over `relay`, serving licenses from `pool` (None or "" = the global pool).
 
     With a non-empty `signing_secret` or a `signing_key` every response carries
     `Relay-Signature`; `access` checks node tokens, the fingerprint allow-list and the new-node
-    rate limit. Reads no environment, so it can be mounted in any WSGI stack.
+    rate limit. With an `admin_token`, the admin API is mounted under ``/v1/admin``
+    (`relay_http.admin`); with `metrics` (also passed to `Relay(events=...)` for the counters),
+    ``GET /metrics``. JSON bodies of the admin API go through `converter` (default:
+    `relay_core.convert`'s). Reads no environment, so it can be mounted in any WSGI stack.
     """
-    middleware: list[Any] = [ClockSigning(relay.clock, signing_secret, signing_key), AccessLog()]
+    middleware: list[Any] = [ClockSigning(relay.clock, signing_secret, signing_key)]
+    if metrics is not None:
+        from .metrics import RequestMetrics
+
+        middleware.append(RequestMetrics(metrics))
+    middleware.append(AccessLog())
     if access is not None:
         middleware.append(access)
+    if admin_token:
+        from .admin import AdminAuth
+
+        middleware.append(AdminAuth(admin_token))
     app: falcon.App[falcon.Request, falcon.Response] = falcon.App(middleware=middleware)
     # Only node responses are JSON; the health check has no Content-Type (spec §3.3).
     app.resp_options.default_media_type = None  # type: ignore[assignment]
@@ -104,5 +122,19 @@ def create_app(
     app.add_route("/v1/health", Health())
     app.router_options.converters["fp"] = Fingerprint
     app.add_route("/v1/nodes/{fingerprint:fp}", Nodes(relay, pool))
+    from .openapi import OpenApi
+
+    app.add_route("/v1/openapi.json", OpenApi())
+    if admin_token:
+        from relay_core.convert import make_converter
+
+        from .admin import add_admin_routes
+
+        add_admin_routes(app, relay, converter or make_converter())
+    if metrics is not None:
+        from .metrics import MetricsResource
+
+        metrics.watch(relay)
+        app.add_route("/metrics", MetricsResource(metrics))
     install_error_handlers(app)
     return app

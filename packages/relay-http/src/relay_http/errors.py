@@ -16,12 +16,14 @@ import falcon
 from relay_core import (
     ClaimConflictError,
     ClaimNotFoundError,
+    LeaseNotFoundError,
     NoLicensesAvailableError,
     PoolNotFoundError,
     RelayError,
     StorageBusyError,
 )
 
+from .admin import AdminPoolNotFoundError
 from .wire import JSON, error_body
 
 __all__ = [
@@ -95,6 +97,8 @@ ERROR_TABLE: dict[type[Exception], ErrorRule] = {
         falcon.HTTP_409, "failed to claim license due to conflict", logging.WARNING
     ),
     NoLicensesAvailableError: ErrorRule(falcon.HTTP_410, "no licenses available", logging.WARNING),
+    LeaseNotFoundError: ErrorRule(falcon.HTTP_404, "lease not found", logging.WARNING),
+    AdminPoolNotFoundError: ErrorRule(falcon.HTTP_404, "pool not found", logging.WARNING),
     StorageBusyError: ErrorRule(falcon.HTTP_503, None, logging.ERROR, retry_after=1),
     RelayError: ErrorRule(falcon.HTTP_500, None, logging.ERROR),
     Exception: ErrorRule(falcon.HTTP_500, None, logging.ERROR, traceback=True),

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from .access import NodeAccess
+    import cattrs
+
+    from .metrics import Metrics
 
 __all__ = ["DRAIN_SECONDS", "WAITRESS_SETTINGS", "ServeError", "Server", "serve"]
 
@@ -207,12 +210,16 @@ def serve(
     ready: Callable[[str, int], None] | None = None,
     signing_key: Ed25519PrivateKey | None = None,
     access: NodeAccess | None = None,
+    admin_token: str | None = None,
+    metrics: Metrics | None = None,
+    converter: cattrs.Converter | None = None,
 ) -> None:
     """Serve the node API on host:port until SIGTERM/SIGINT, then stop gracefully and return.
 
-    Runs `relay.cull()` every `cull_interval` seconds when it is not None. Raises `ServeError`
-    when the address cannot be bound. Closing `relay.store` is the caller's job. SIGHUP
-    re-reads the token file and allow-list of `access` (and does nothing else).
+    `admin_token`, `metrics` and `converter` are `create_app`'s. Runs `relay.cull()` every
+    `cull_interval` seconds when it is not None. Raises `ServeError` when the address cannot be
+    bound. Closing `relay.store` is the caller's job. SIGHUP re-reads the token file and
+    allow-list of `access` (and does nothing else).
     """
     app = create_app(
         relay,
@@ -220,6 +227,9 @@ def serve(
         signing_secret=signing_secret,
         signing_key=signing_key,
         access=access,
+        admin_token=admin_token,
+        metrics=metrics,
+        converter=converter,
     )
     reaper = Reaper(relay, cull_interval) if cull_interval is not None else None
     server = Server(

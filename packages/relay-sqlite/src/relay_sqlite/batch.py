@@ -35,7 +35,7 @@ from .transaction import _IDS, SqliteTransaction
 if TYPE_CHECKING:
     import random
 
-    from relay_core.ports import AuditQuery, Culled
+    from relay_core.ports import AuditQuery, Culled, PoolFilter
 
 __all__ = ["BatchTransaction"]
 
@@ -254,6 +254,11 @@ class BatchTransaction(SqliteTransaction):
     def read_audit(self, query: AuditQuery) -> list[AuditRecord]:
         self._sync()
         return super().read_audit(query)
+
+    def list_leases(self, pool_id: PoolFilter) -> list[tuple[Node, License]]:
+        """Reads `last_heartbeat_at`: the deferred heartbeats are written first."""
+        self._sync()
+        return super().list_leases(pool_id)
 
     def cull_batch(self, cutoff: int, now: int, limit: int) -> list[Culled]:
         """Cull as `SqliteTransaction` does, except nodes whose heartbeat the cache answered

@@ -20,7 +20,7 @@ from relay_core.model import (
     Pool,
     Strategy,
 )
-from relay_core.ports import ANY_POOL, AuditQuery, Culled, PoolFilter
+from relay_core.ports import ANY_POOL, AuditQuery, Culled, PoolCounts, PoolFilter
 
 __all__ = ["SqliteTransaction"]
 
@@ -106,6 +106,28 @@ LEFT JOIN licenses l ON a.entity_type_id = 1 AND l.id = a.entity_id
 LEFT JOIN nodes n ON a.entity_type_id = 2 AND n.id = a.entity_id
 LEFT JOIN pools ep ON a.entity_type_id = 3 AND ep.id = a.entity_id
 LEFT JOIN pools p ON p.id = a.pool_id"""
+
+_LEASES = (
+    "SELECT "
+    + ", ".join(f"n.{c.strip()}" for c in _NODE.split(","))
+    + ", "
+    + ", ".join(f"l.{c.strip()}" for c in _LICENSE.split(","))
+    + " FROM licenses l JOIN nodes n ON n.id = l.node_id WHERE n.deactivated_at IS NULL"
+)
+_LEASES_BY_POOL = {
+    "any": _LEASES + " ORDER BY l.id",
+    True: _LEASES + " AND l.pool_id IS NULL ORDER BY l.id",
+    False: _LEASES + " AND l.pool_id = ? ORDER BY l.id",
+}
+# One pass over the licenses, grouped by pool; the holder is joined by primary key.
+_COUNT_BY_POOL = (
+    "SELECT l.pool_id, count(*), count(l.node_id), "
+    "coalesce(sum(l.node_id IS NULL AND (l.file_expires_at IS NULL OR l.file_expires_at >= :now)), 0), "
+    "coalesce(sum(l.file_expires_at IS NOT NULL AND l.file_expires_at < :now), 0), "
+    "count(n.id) "
+    "FROM licenses l LEFT JOIN nodes n ON n.id = l.node_id AND n.deactivated_at IS NULL "
+    "GROUP BY l.pool_id ORDER BY l.pool_id IS NOT NULL, l.pool_id"
+)
 
 _AUDIT_INSERT = (
     "INSERT INTO audit_logs (event_type_id, entity_type_id, entity_id, pool_id, created_at) VALUES "
@@ -316,6 +338,19 @@ class SqliteTransaction:
             )
         self._all(f"UPDATE nodes SET deactivated_at = ? WHERE id IN ({_IDS})", (now, nodes))
         return [Culled(node, *held.get(node, (None, None))) for node in sorted(node_ids)]
+
+    # the operator's view
+    def list_leases(self, pool_id: PoolFilter) -> list[tuple[Node, License]]:
+        if pool_id is ANY_POOL:
+            rows = self._all(_LEASES_BY_POOL["any"])
+        elif pool_id is None:
+            rows = self._all(_LEASES_BY_POOL[True])
+        else:
+            rows = self._all(_LEASES_BY_POOL[False], (pool_id,))
+        return [(_node(r[:_NODE_FIELDS]), _license(r[_NODE_FIELDS:])) for r in rows]
+
+    def count_by_pool(self, now: int) -> list[PoolCounts]:
+        return [PoolCounts(*row) for row in self._all(_COUNT_BY_POOL, {"now": now})]
 
     # audit
     def append_audit(self, entries: Sequence[AuditEntry]) -> None:

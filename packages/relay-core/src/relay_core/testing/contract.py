@@ -45,13 +45,14 @@ from ..errors import (
     ClaimNotFoundError,
     DecryptionError,
     DuplicateLicenseError,
+    LeaseNotFoundError,
     LicenseNotFoundError,
     NoLicensesAvailableError,
     PoolNotFoundError,
     RelayError,
 )
 from ..model import AuditEntry, ClaimStatus, EntityType, EventType, NewLicense, Strategy
-from ..ports import ANY_POOL, AuditQuery, Store
+from ..ports import ANY_POOL, AuditQuery, PoolCounts, Store
 from ..service import Relay
 from .clock import FrozenClock
 from .keygen_writer import LicenseWriter
@@ -391,6 +392,63 @@ class StorageContract:
                 T0 + 2,
             ]
 
+    # -- the operator's view ----------------------------------------------------------------
+
+    def test_list_leases_returns_licenses_held_by_active_nodes(self, store: Store) -> None:
+        """list_leases: (node, license) for each license held by an active node, in license
+        order, filtered by pool id, None (global) or ANY_POOL; a deactivated holder is left out."""
+        with store.transaction() as tx:
+            p = tx.create_pool("p", T0)
+            free = tx.insert_license(_new(1), None, T0)
+            g = tx.insert_license(_new(2), None, T0 + 1)
+            gone = tx.insert_license(_new(3), None, T0 + 2)
+            pa = tx.insert_license(_new(4), p.id, T0)
+            held = {}
+            for fingerprint, pool_id in (("n-g", None), ("n-gone", None), ("n-p", p.id)):
+                node = tx.activate_node(fingerprint, T0)
+                tx.heartbeat_node(node.id, T0 + 7)
+                lic = tx.lease_free_license(pool_id, node.id, Strategy.LIFO, T0, random.Random(0))
+                assert lic is not None
+                held[fingerprint] = (attrs.evolve(node, last_heartbeat_at=T0 + 7), lic)
+            assert [held[f][1].id for f in ("n-g", "n-gone", "n-p")] == [gone.id, g.id, pa.id]
+            tx.deactivate_node(held["n-gone"][0].id, T0 + 8)
+        with store.transaction() as tx:
+            assert tx.list_leases(ANY_POOL) == [held["n-g"], held["n-p"]]
+            assert tx.list_leases(None) == [held["n-g"]]
+            assert tx.list_leases(p.id) == [held["n-p"]]
+            assert tx.list_leases(p.id + 1000) == []
+            assert free.id not in {lic.id for _, lic in tx.list_leases(ANY_POOL)}
+
+    def test_count_by_pool_groups_licenses_by_state(self, store: Store) -> None:
+        """count_by_pool: per pool with licenses (global first), the totals, leased, free
+        (unleased, file valid at `now`), expired (file past its expiry) and holders still active."""
+        with store.transaction() as tx:
+            p = tx.create_pool("p", T0)
+            tx.create_pool("empty", T0)
+            tx.insert_license(_new(1, expires_at=T0 + 100), None, T0)  # free
+            tx.insert_license(_new(2, expires_at=T0 + 10), None, T0)  # expired, free before
+            tx.insert_license(_new(3, expires_at=T0 + 50), None, T0)  # valid exactly at now
+            tx.insert_license(_new(4, expires_at=T0 + 10), p.id, T0 + 1)  # leased, then expired
+            tx.insert_license(_new(5), p.id, T0 + 2)  # leased by a node later deactivated
+            tx.insert_license(_new(6), p.id, T0 + 3)  # free
+            tx.insert_license(_new(7), None, T0 + 4)  # leased
+            first = tx.activate_node("first", T0)
+            second = tx.activate_node("second", T0)
+            third = tx.activate_node("third", T0)
+            for node in (first, second):
+                assert tx.lease_free_license(p.id, node.id, Strategy.FIFO, T0, random.Random(0))
+            assert tx.lease_free_license(None, third.id, Strategy.LIFO, T0, random.Random(0))
+            tx.deactivate_node(second.id, T0 + 1)
+        with store.transaction() as tx:
+            assert tx.count_by_pool(T0 + 50) == [
+                PoolCounts(None, licenses=4, leased=1, free=2, expired=1, nodes_active=1),
+                PoolCounts(p.id, licenses=3, leased=2, free=1, expired=1, nodes_active=1),
+            ]
+            assert tx.count_by_pool(T0) == [
+                PoolCounts(None, licenses=4, leased=1, free=3, expired=0, nodes_active=1),
+                PoolCounts(p.id, licenses=3, leased=2, free=1, expired=0, nodes_active=1),
+            ]
+
     # -- concurrency ------------------------------------------------------------------------
 
     def test_threads_claiming_at_once_never_share_a_license(self, store: Store) -> None:
@@ -658,6 +716,30 @@ class RelayStateMachine(RuleBasedStateMachine):
             (EventType.NODE_DEACTIVATED, fingerprint, pool),
         )
 
+    @rule(fingerprint=st.sampled_from(FINGERPRINTS), pool=st.sampled_from(POOLS))
+    def force_release(self, fingerprint: str, pool: str | None) -> None:
+        held = self.holding(fingerprint)
+        if pool is not None and pool not in self.pools:
+            expected: type[RelayError] | None = PoolNotFoundError
+        elif held is None or (pool is not None and held.pool != pool):
+            expected = LeaseNotFoundError
+        else:
+            expected = None
+        if expected is not None:
+            with pytest.raises(expected):
+                self.relay.force_release(fingerprint, pool)
+            self.expect_audit()
+            return
+        assert held is not None
+        freed = self.relay.force_release(fingerprint, pool)
+        assert (freed.guid, freed.node_id) == (held.guid, None)
+        held.holder = None
+        del self.active[fingerprint]
+        self.expect_audit(
+            (EventType.LICENSE_RELEASED, held.guid, held.pool),
+            (EventType.NODE_DEACTIVATED, fingerprint, held.pool),
+        )
+
     @precondition(lambda self: bool(self.licenses))
     @rule(data=st.data(), wrong_pool=st.booleans())
     def remove(self, data: st.DataObject, wrong_pool: bool) -> None:
@@ -717,6 +799,43 @@ class RelayStateMachine(RuleBasedStateMachine):
         self.expect_audit(*expected)
 
     # invariants
+    @invariant()
+    def operator_view_matches_model(self) -> None:
+        order = {lic.guid: n for n, lic in enumerate(self.relay.list_licenses())}
+        held = sorted((m for m in self.licenses.values() if m.holder), key=lambda m: order[m.guid])
+        ttl = TTL if self.relay.heartbeats else None
+        assert [
+            (a.fingerprint, a.license, a.pool, a.last_heartbeat_at, a.expires_at)
+            for a in self.relay.list_leases()
+        ] == [
+            (
+                m.holder,
+                m.guid,
+                m.pool,
+                self.active[m.holder or ""],
+                None if ttl is None else self.active[m.holder or ""] + ttl,
+            )
+            for m in held
+        ]
+        for name in self.pools:
+            assert [a.license for a in self.relay.list_leases(name)] == [
+                m.guid for m in held if m.pool == name
+            ]
+        stats = {s.pool: s for s in self.relay.pool_stats()}
+        assert list(stats)[:1] == [None]
+        assert set(stats) == {None} | self.pools
+        for pool, s in stats.items():
+            models = [m for m in self.licenses.values() if m.pool == pool]
+            expired = [m for m in models if m.expires_at is not None and self.now > m.expires_at]
+            leased = [m for m in models if m.holder is not None]
+            assert (s.licenses, s.leased, s.free, s.expired, s.nodes_active) == (
+                len(models),
+                len(leased),
+                len(self.free(pool)),
+                len(expired),
+                len(leased),
+            ), f"pool {pool}"
+
     @invariant()
     def store_matches_model(self) -> None:
         licenses = self.relay.list_licenses()

@@ -19,7 +19,7 @@ import attrs
 
 from ..errors import DuplicateLicenseError
 from ..model import AuditEntry, AuditRecord, EntityType, License, NewLicense, Node, Pool, Strategy
-from ..ports import ANY_POOL, AuditQuery, Culled, PoolFilter
+from ..ports import ANY_POOL, AuditQuery, Culled, PoolCounts, PoolFilter
 
 __all__ = ["MemoryStore", "MemoryTransaction"]
 
@@ -183,6 +183,28 @@ class MemoryTransaction:
                 Culled(node.id, held.id if held else None, held.pool_id if held else None)
             )
         return culled
+
+    # the operator's view
+    def list_leases(self, pool_id: PoolFilter) -> list[tuple[Node, License]]:
+        held = []
+        for lic in self.list_licenses(pool_id):
+            node = self._t.nodes.get(lic.node_id) if lic.node_id is not None else None
+            if node is not None and node.active:
+                held.append((node, lic))
+        return held
+
+    def count_by_pool(self, now: int) -> list[PoolCounts]:
+        counts: dict[int | None, list[int]] = {}
+        for lic in self._t.licenses.values():
+            row = counts.setdefault(lic.pool_id, [0, 0, 0, 0, 0])
+            node = self._t.nodes.get(lic.node_id) if lic.node_id is not None else None
+            row[0] += 1
+            row[1] += lic.node_id is not None
+            row[2] += lic.node_id is None and not lic.file_expired(now)
+            row[3] += lic.file_expired(now)
+            row[4] += node is not None and node.active
+        order = sorted(counts, key=lambda pool_id: -1 if pool_id is None else pool_id)
+        return [PoolCounts(pool_id, *counts[pool_id]) for pool_id in order]
 
     # audit
     def append_audit(self, entries: Sequence[AuditEntry]) -> None:
