@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from relay_core import Strategy
-from relay_core.model import License, Node
+from relay_core.model import AuditEvent, DenialCount, EventType, License, Node
 from relay_core.ports import Culled
 from relay_core.testing import MemoryStore, StorageContract
 from relay_core.testing.memory import MemoryTransaction
@@ -192,3 +192,34 @@ def test_node_lease_test_catches_a_store_that_loses_the_holding() -> None:
         lambda: contract.test_node_lease_reads_the_active_node_with_its_license(store())
     )
     assert_contract_fails(contract.test_relay_matches_the_reference_model)
+
+
+class ScansInIdOrder(MemoryTransaction):
+    def scan_audit(
+        self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
+    ) -> list[AuditEvent]:
+        rows = super().scan_audit(events, None, 1_000_000)
+        rows.sort(key=lambda r: r.id)
+        if after is not None:
+            rows = [r for r in rows if (r.created_at, r.id) > after]
+        return rows[:limit]
+
+
+class DenialsOverwrite(MemoryTransaction):
+    def add_denials(self, counts: Sequence[DenialCount]) -> None:
+        for c in counts:
+            self._t.denials[(c.pool_id, c.minute)] = c.count
+
+
+def test_report_primitives_catch_their_mutants() -> None:
+    """A scan in insertion order instead of time order, and counters that overwrite, are caught."""
+    scan = store_of(ScansInIdOrder)
+    assert_contract_fails(
+        lambda: contract_for(scan).test_audit_scan_pages_through_chosen_events_in_time_order(
+            scan()
+        )
+    )
+    overwrite = store_of(DenialsOverwrite)
+    assert_contract_fails(
+        lambda: contract_for(overwrite).test_denials_add_up_per_pool_and_minute(overwrite())
+    )

@@ -32,7 +32,9 @@ import attrs
 
 from .model import (
     AuditEntry,
+    AuditEvent,
     AuditRecord,
+    DenialCount,
     EventType,
     License,
     LicenseFile,
@@ -157,6 +159,29 @@ class Transaction(Protocol):
     # audit
     def append_audit(self, entries: Sequence[AuditEntry]) -> None: ...
     def read_audit(self, query: AuditQuery) -> list[AuditRecord]: ...
+
+    def scan_audit(
+        self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
+    ) -> list[AuditEvent]:
+        """Up to `limit` audit rows of these event types, oldest first by (created_at, id).
+
+        `after` is the (created_at, id) of the last row of the previous page (None: from the
+        start), so a long history is read in short transactions. Reports replay lease and node
+        lifecycles from it; a store should index it without the heartbeat rows.
+        """
+        ...
+
+    # denials (claims answered 410), counted per pool and minute
+    def add_denials(self, counts: Sequence[DenialCount]) -> None:
+        """Add each count to its (pool, minute) counter, creating the counter if needed."""
+        ...
+
+    def read_denials(self, since: int | None, until: int | None) -> list[DenialCount]:
+        """Counters with `since <= minute < until` (None: unbounded).
+
+        Ordered by minute, then pool id with the global pool (None) first.
+        """
+        ...
 
 
 class Store(Protocol):

@@ -28,6 +28,7 @@ from .model import (
     AuditEntry,
     AuditRecord,
     ClaimStatus,
+    DenialCount,
     EntityType,
     EventType,
     Lease,
@@ -50,6 +51,7 @@ from .ports import (
     Transaction,
     VerifierFactory,
 )
+from .reports import LIFECYCLE_EVENTS, DenialTally, PoolUsage, UsageReplay, period_bounds
 
 __all__ = ["CullReport", "LicenseSource", "Relay", "SystemClock", "read_license_source"]
 
@@ -60,6 +62,9 @@ LicenseSource = str | os.PathLike[str] | bytes
 
 CULL_BATCH = 1000
 """Nodes culled per transaction, so the write lock is never held long (see performance notes)."""
+
+REPORT_PAGE = 20_000
+"""Audit rows a report reads per transaction: a year of history never holds the lock long."""
 
 
 class SystemClock:
@@ -118,6 +123,7 @@ class Relay:
     audit: bool = attrs.field(default=True, kw_only=True)
     rng: random.Random = attrs.field(factory=random.Random, kw_only=True)
     verifier: VerifierFactory = attrs.field(default=_keygen_factory, kw_only=True)
+    denials: DenialTally = attrs.field(factory=DenialTally, kw_only=True)
     _combines: bool = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -291,6 +297,78 @@ class Relay:
             query = AuditQuery(limit=limit, pool_id=pool_filter, events=tuple(events), since=since)
             return tx.read_audit(query)
 
+    # -- reports ----------------------------------------------------------------------------
+
+    def usage_report(
+        self, *, since: int, until: int, every: int | None = None, pool: str | None = None
+    ) -> list[PoolUsage]:
+        """Per pool and period: seats used, peaks, grants, expiries, nodes and denials.
+
+        Replays the audit log's lifecycle rows in pages, one short transaction each, so a
+        running server is never held up. With `pool`, only that pool; otherwise every named
+        pool, and the global pool when it has licenses or history.
+        """
+        replay = UsageReplay(period_bounds(since, until, every))
+        after: tuple[int, int] | None = None
+        pools: list[Pool] = []
+        counts: dict[int | None, int] = {}
+        denials: list[DenialCount] = []
+        wanted: int | None = None
+        while True:
+            with self.store.transaction() as tx:
+                rows = tx.scan_audit(LIFECYCLE_EVENTS, after, REPORT_PAGE)
+                if len(rows) < REPORT_PAGE:
+                    pools = tx.list_pools()
+                    for lic in tx.list_licenses(ANY_POOL):
+                        counts[lic.pool_id] = counts.get(lic.pool_id, 0) + 1
+                    denials = tx.read_denials(since - since % 60, until)
+                    wanted = self._pool_id(tx, pool)
+            replay.feed(rows)
+            if len(rows) < REPORT_PAGE:
+                break
+            after = (rows[-1].created_at, rows[-1].id)
+        names: dict[int | None, str | None] = {}
+        if pool:
+            names[wanted] = pool
+        else:
+            if None in counts or None in replay.seen() or any(d.pool_id is None for d in denials):
+                names[None] = None
+            names.update({p.id: p.name for p in pools})
+        return replay.finish(counts, denials, names)
+
+    def flush_denials(self) -> int:
+        """Write the 410s counted since the last flush to the store; returns how many.
+
+        On failure the counts are kept for the next flush. Counts for a pool that no longer
+        exists are dropped.
+        """
+        counts = self.denials.drain()
+        if not counts:
+            return 0
+
+        def write(tx: Transaction) -> None:
+            ids: dict[str, int | None] = {}
+            rows: list[DenialCount] = []
+            for (name, minute), count in counts.items():
+                if name is None:
+                    rows.append(DenialCount(None, minute, count))
+                    continue
+                if name not in ids:
+                    found = tx.get_pool(name)
+                    ids[name] = found.id if found else None
+                pool_id = ids[name]
+                if pool_id is not None:
+                    rows.append(DenialCount(pool_id, minute, count))
+            if rows:
+                tx.add_denials(rows)
+
+        try:
+            self._run(write)
+        except BaseException:
+            self.denials.restore(counts)
+            raise
+        return sum(counts.values())
+
     # -- leases -----------------------------------------------------------------------------
 
     @staticmethod
@@ -310,7 +388,11 @@ class Relay:
         `NoLicensesAvailableError`.
         """
         now = self._now()
-        return self._run(lambda tx: self._claim(tx, fingerprint, pool, now))
+        try:
+            return self._run(lambda tx: self._claim(tx, fingerprint, pool, now))
+        except NoLicensesAvailableError:
+            self.denials.record(pool, now)
+            raise
 
     def _claim(self, tx: Transaction, fingerprint: str, pool: str | None, now: int) -> Lease:
         pool_id = self._pool_id(tx, pool)

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 from relay_core.errors import ClaimConflictError, DuplicateLicenseError, StorageError
 from relay_core.model import (
     AuditEntry,
+    AuditEvent,
     AuditRecord,
+    DenialCount,
     EntityType,
     EventType,
     License,
@@ -368,6 +370,44 @@ class SqliteTransaction:
             )
             for r in self._all(sql, params)
         ]
+
+    def scan_audit(
+        self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
+    ) -> list[AuditEvent]:
+        if not events:
+            return []
+        # Inlined (they are ints): the lifecycle list then reads exactly as the partial index's
+        # WHERE clause, which SQLite needs to see before it uses that index.
+        ids = "(" + ", ".join(str(int(e)) for e in sorted(set(events))) + ")"
+        sql = f"SELECT id, event_type_id, entity_id, pool_id, created_at FROM audit_logs WHERE event_type_id IN {ids}"
+        params: list[int] = []
+        if after is not None:
+            sql += " AND (created_at, id) > (?, ?)"
+            params += after
+        sql += " ORDER BY created_at, id LIMIT ?"
+        params.append(limit)
+        return [
+            AuditEvent(r[0], _event(r[1]), int(r[2]), r[3], r[4]) for r in self._all(sql, params)
+        ]
+
+    # denials; the global pool is stored as pool_id 0 (ids start at 1) so it has a primary key
+    def add_denials(self, counts: Sequence[DenialCount]) -> None:
+        try:
+            self._conn.executemany(
+                "INSERT INTO relay_denials (pool_id, minute, count) VALUES (?, ?, ?) "
+                "ON CONFLICT (pool_id, minute) DO UPDATE SET count = count + excluded.count",
+                [(c.pool_id or 0, c.minute, c.count) for c in counts],
+            )
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    def read_denials(self, since: int | None, until: int | None) -> list[DenialCount]:
+        rows = self._all(
+            "SELECT pool_id, minute, count FROM relay_denials "
+            "WHERE minute >= ? AND minute < ? ORDER BY minute, pool_id",
+            (since if since is not None else -(2**63), until if until is not None else 2**63 - 1),
+        )
+        return [DenialCount(r[0] or None, r[1], r[2]) for r in rows]
 
 
 if TYPE_CHECKING:

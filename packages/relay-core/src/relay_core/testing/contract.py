@@ -50,7 +50,15 @@ from ..errors import (
     PoolNotFoundError,
     RelayError,
 )
-from ..model import AuditEntry, ClaimStatus, EntityType, EventType, NewLicense, Strategy
+from ..model import (
+    AuditEntry,
+    ClaimStatus,
+    DenialCount,
+    EntityType,
+    EventType,
+    NewLicense,
+    Strategy,
+)
 from ..ports import ANY_POOL, AuditQuery, Store
 from ..service import Relay
 from .clock import FrozenClock
@@ -389,6 +397,70 @@ class StorageContract:
             assert [r.created_at for r in tx.read_audit(AuditQuery(since=T0 + 2))] == [
                 T0 + 3,
                 T0 + 2,
+            ]
+
+    def test_audit_scan_pages_through_chosen_events_in_time_order(self, store: Store) -> None:
+        """scan_audit reads the chosen events oldest first by (created_at, id), page by page."""
+        L, N = EntityType.LICENSE, EntityType.NODE
+        with store.transaction() as tx:
+            pool = tx.create_pool("prod", T0)
+            # Written out of time order: a combined batch may commit a later `now` first.
+            tx.append_audit(
+                [
+                    AuditEntry(EventType.LICENSE_LEASED, L, 1, pool.id, T0 + 5),
+                    AuditEntry(EventType.NODE_HEARTBEAT_PING, N, 7, pool.id, T0 + 1),
+                    AuditEntry(EventType.LICENSE_ADDED, L, 1, pool.id, T0 + 1),
+                    AuditEntry(EventType.LICENSE_ADDED, L, 2, None, T0 + 1),
+                    AuditEntry(EventType.NODE_CULLED, N, 7, None, T0 + 9),
+                ]
+            )
+        wanted = (EventType.LICENSE_ADDED, EventType.LICENSE_LEASED, EventType.NODE_CULLED)
+        with store.transaction() as tx:
+            rows = tx.scan_audit(wanted, None, 100)
+            assert [(r.event, r.entity_id, r.pool_id, r.created_at) for r in rows] == [
+                (EventType.LICENSE_ADDED, 1, pool.id, T0 + 1),
+                (EventType.LICENSE_ADDED, 2, None, T0 + 1),
+                (EventType.LICENSE_LEASED, 1, pool.id, T0 + 5),
+                (EventType.NODE_CULLED, 7, None, T0 + 9),
+            ]
+            assert rows[0].id < rows[1].id
+            first = tx.scan_audit(wanted, None, 2)
+            assert first == rows[:2]
+            rest = tx.scan_audit(wanted, (first[-1].created_at, first[-1].id), 2)
+            assert rest == rows[2:]
+            assert tx.scan_audit(wanted, (rows[-1].created_at, rows[-1].id), 2) == []
+            assert tx.scan_audit((EventType.NODE_HEARTBEAT_PING,), None, 10)[0].entity_id == 7
+            assert tx.scan_audit((), None, 10) == []
+
+    def test_denials_add_up_per_pool_and_minute(self, store: Store) -> None:
+        """Denial counts add up per (pool, minute), the global pool apart, read by minute range."""
+        with store.transaction() as tx:
+            pool = tx.create_pool("prod", T0)
+            tx.add_denials([DenialCount(None, T0, 2), DenialCount(pool.id, T0, 1)])
+        with store.transaction() as tx:
+            tx.add_denials(
+                [
+                    DenialCount(None, T0, 3),
+                    DenialCount(pool.id, T0 + 60, 4),
+                    DenialCount(None, T0 + 120, 1),
+                ]
+            )
+        with store.transaction() as tx:
+            assert tx.read_denials(None, None) == [
+                DenialCount(None, T0, 5),
+                DenialCount(pool.id, T0, 1),
+                DenialCount(pool.id, T0 + 60, 4),
+                DenialCount(None, T0 + 120, 1),
+            ]
+            assert tx.read_denials(T0 + 60, T0 + 120) == [DenialCount(pool.id, T0 + 60, 4)]
+            assert tx.read_denials(T0 + 61, None) == [DenialCount(None, T0 + 120, 1)]
+        with pytest.raises(RuntimeError), store.transaction() as tx:  # noqa: PT012
+            tx.add_denials([DenialCount(None, T0, 100)])
+            raise RuntimeError("roll back")
+        with store.transaction() as tx:
+            assert tx.read_denials(T0, T0 + 1) == [
+                DenialCount(None, T0, 5),
+                DenialCount(pool.id, T0, 1),
             ]
 
     # -- concurrency ------------------------------------------------------------------------

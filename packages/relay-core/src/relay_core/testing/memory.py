@@ -18,7 +18,19 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ..errors import DuplicateLicenseError
-from ..model import AuditEntry, AuditRecord, EntityType, License, NewLicense, Node, Pool, Strategy
+from ..model import (
+    AuditEntry,
+    AuditEvent,
+    AuditRecord,
+    DenialCount,
+    EntityType,
+    EventType,
+    License,
+    NewLicense,
+    Node,
+    Pool,
+    Strategy,
+)
 from ..ports import ANY_POOL, AuditQuery, Culled, PoolFilter
 
 __all__ = ["MemoryStore", "MemoryTransaction"]
@@ -30,6 +42,7 @@ class _Tables:
     licenses: dict[int, License] = attrs.Factory(dict)
     nodes: dict[int, Node] = attrs.Factory(dict)
     audit: list[tuple[int, AuditEntry]] = attrs.Factory(list)
+    denials: dict[tuple[int | None, int], int] = attrs.Factory(dict)
     next_id: dict[str, int] = attrs.Factory(
         lambda: {"pools": 0, "licenses": 0, "nodes": 0, "audit": 0}
     )
@@ -40,6 +53,7 @@ class _Tables:
             dict(self.licenses),
             dict(self.nodes),
             list(self.audit),
+            dict(self.denials),
             dict(self.next_id),
         )
 
@@ -226,6 +240,34 @@ class MemoryTransaction:
                 )
             )
         return records
+
+    def scan_audit(
+        self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
+    ) -> list[AuditEvent]:
+        wanted = set(events)
+        rows = sorted(
+            (e.created_at, row_id, e)
+            for row_id, e in self._t.audit
+            if e.event in wanted and (after is None or (e.created_at, row_id) > after)
+        )
+        return [
+            AuditEvent(row_id, e.event, e.entity_id, e.pool_id, created_at)
+            for created_at, row_id, e in rows[:limit]
+        ]
+
+    # denials
+    def add_denials(self, counts: Sequence[DenialCount]) -> None:
+        for c in counts:
+            key = (c.pool_id, c.minute)
+            self._t.denials[key] = self._t.denials.get(key, 0) + c.count
+
+    def read_denials(self, since: int | None, until: int | None) -> list[DenialCount]:
+        found = [
+            DenialCount(pool_id, minute, count)
+            for (pool_id, minute), count in self._t.denials.items()
+            if (since is None or minute >= since) and (until is None or minute < until)
+        ]
+        return sorted(found, key=lambda c: (c.minute, c.pool_id is not None, c.pool_id or 0))
 
 
 class MemoryStore:

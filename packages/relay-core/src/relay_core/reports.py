@@ -1,0 +1,316 @@
+"""Usage reports: how many seats each pool used, per period, replayed from the audit log.
+
+A lease counts from its `license.leased` row until the `license.released` or
+`license.lease_expired` row of the same license; a node counts as present from
+`node.activated` until `node.deactivated` or `node.culled`. The replay is one pass over those
+lifecycle rows in time order (`UsageReplay.feed`), so a year of history is read in pages and
+never held in memory. Heartbeat rows are not needed and never read.
+
+License counts per period are replayed relative to the count now (`finish` is given it), so a
+database whose early licenses were added before its audit log began still reports them.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+
+import attrs
+
+from .model import AuditEvent, DenialCount, EventType
+
+__all__ = [
+    "LIFECYCLE_EVENTS",
+    "WEEK_ORIGIN",
+    "DenialTally",
+    "PoolUsage",
+    "UsageReplay",
+    "period_bounds",
+]
+
+LIFECYCLE_EVENTS: tuple[EventType, ...] = (
+    EventType.LICENSE_ADDED,
+    EventType.LICENSE_REMOVED,
+    EventType.LICENSE_LEASED,
+    EventType.LICENSE_RELEASED,
+    EventType.LICENSE_LEASE_EXPIRED,
+    EventType.NODE_ACTIVATED,
+    EventType.NODE_DEACTIVATED,
+    EventType.NODE_CULLED,
+)
+"""The audit events a report replays: everything but heartbeats and `pool.added`."""
+
+WEEK_ORIGIN = 4 * 86400
+"""1970-01-05T00:00Z, a Monday: periods are aligned to multiples of `every` from here, so hours
+start on the hour, days at midnight UTC and weeks on Mondays."""
+
+
+def period_bounds(since: int, until: int, every: int | None) -> list[tuple[int, int]]:
+    """The periods `[start, end)` covering `[since, until)`: one, or aligned steps of `every`.
+
+    The first and last periods are cut at `since` and `until`.
+    """
+    if until <= since:
+        return []
+    if every is None:
+        return [(since, until)]
+    if every <= 0:
+        raise ValueError("every must be positive")
+    bounds: list[tuple[int, int]] = []
+    start = since
+    edge = since - (since - WEEK_ORIGIN) % every + every
+    while start < until:
+        end = min(edge, until)
+        bounds.append((start, end))
+        start, edge = end, edge + every
+    return bounds
+
+
+@attrs.frozen
+class PoolUsage:
+    """One pool's usage over one period `[start, end)`; `pool` None is the global pool."""
+
+    pool: str | None
+    start: int
+    end: int
+    licenses: int
+    """Licenses in the pool at the end of the period."""
+    peak_leases: int
+    average_leases: float
+    seat_hours: float
+    utilisation: float
+    """Seat-time used over seat-time available, in percent (0 when the pool had no license)."""
+    leases_granted: int
+    leases_expired: int
+    """Leases ended by a cull: nodes that stopped heartbeating without releasing."""
+    distinct_nodes: int
+    denials: int
+    """Claims answered 410 (no free license)."""
+
+
+@attrs.define
+class _Period:
+    peak: int = 0
+    seat_seconds: int = 0
+    license_seconds: int = 0
+    licenses_at_end: int = 0
+    granted: int = 0
+    expired: int = 0
+    nodes: int = 0
+    denials: int = 0
+
+
+@attrs.define
+class _Pool:
+    """A pool's live state during the replay, and its periods."""
+
+    periods: list[_Period]
+    leased: int = 0
+    licenses: int = 0
+    """Relative to the start of the replay; `finish` shifts it to the true count."""
+    active: set[int] = attrs.Factory(set)
+    reset_for: int = -1
+    """The period whose peak was last reset at its first instant."""
+    last: int = 0
+    """Up to when `seat_seconds` and `license_seconds` of the current period are summed."""
+
+
+_NOT_YET = -1
+_LEASE_ENDS = frozenset({EventType.LICENSE_RELEASED, EventType.LICENSE_LEASE_EXPIRED})
+_NODE_ENDS = frozenset({EventType.NODE_DEACTIVATED, EventType.NODE_CULLED})
+
+
+class UsageReplay:
+    """Feeds lifecycle rows (oldest first) through the periods; `finish` gives the report.
+
+    Rows must come in (created_at, id) order; rows after the last period still move the
+    license counts, which `finish` needs to line them up with the count now.
+    """
+
+    def __init__(self, bounds: Sequence[tuple[int, int]]) -> None:
+        self._bounds = list(bounds)
+        self._starts = [start for start, _ in self._bounds]
+        self._pools: dict[int | None, _Pool] = {}
+        self._k = _NOT_YET
+        """The index of the period the replay is in; len(bounds) once past the last."""
+        self._lease_pool: dict[int, int | None] = {}
+        self._node_pool: dict[int, int | None] = {}
+        self._activated_at: dict[int, int] = {}
+        self._counted_in: dict[int, tuple[int, int | None]] = {}
+        """node id -> the (period, pool) it was last counted in, so it counts once per period."""
+
+    def _pool(self, pool_id: int | None) -> _Pool:
+        found = self._pools.get(pool_id)
+        if found is None:
+            found = _Pool([_Period() for _ in self._bounds])
+            if 0 <= self._k < len(self._bounds):
+                found.last = self._bounds[self._k][0]
+            self._pools[pool_id] = found
+        return found
+
+    def _advance(self, now: int) -> None:
+        """Close every period that ends at or before `now`, opening the next one."""
+        bounds = self._bounds
+        while self._k < len(bounds):
+            edge = bounds[0][0] if self._k == _NOT_YET else bounds[self._k][1]
+            if now < edge:
+                return
+            for pool in self._pools.values():
+                if self._k != _NOT_YET:
+                    period = pool.periods[self._k]
+                    self._sum(pool, period, edge)
+                    period.licenses_at_end = pool.licenses
+            self._k = 0 if self._k == _NOT_YET else self._k + 1
+            if self._k < len(bounds):
+                for pool in self._pools.values():
+                    period = pool.periods[self._k]
+                    period.peak = pool.leased
+                    period.nodes = len(pool.active)
+                    pool.last = edge
+
+    @staticmethod
+    def _sum(pool: _Pool, period: _Period, now: int) -> None:
+        span = now - pool.last
+        if span > 0:
+            period.seat_seconds += pool.leased * span
+            period.license_seconds += pool.licenses * span
+            pool.last = now
+
+    def feed(self, rows: Iterable[AuditEvent]) -> None:
+        for row in rows:
+            self._advance(row.created_at)
+            self._apply(row)
+
+    def _apply(self, row: AuditEvent) -> None:
+        event, entity, now = row.event, row.entity_id, row.created_at
+        pool_id = row.pool_id
+        if event in _LEASE_ENDS:
+            if entity not in self._lease_pool:
+                return  # leased before the audit log began: nothing to end
+            pool_id = self._lease_pool[entity]
+        elif event in _NODE_ENDS:
+            pool_id = self._node_pool.get(entity, pool_id)
+        pool = self._pool(pool_id)
+        k = self._k
+        period: _Period | None = None
+        at_start = False
+        if 0 <= k < len(self._bounds):
+            period = pool.periods[k]
+            self._sum(pool, period, now)
+            at_start = now == self._bounds[k][0]
+            if at_start and pool.reset_for != k:
+                # The state just before the period's first instant is not part of it.
+                period.peak = 0
+                pool.reset_for = k
+
+        if event is EventType.LICENSE_LEASED:
+            if entity in self._lease_pool:  # a lease never seen ending: end it here
+                self._pool(self._lease_pool[entity]).leased -= 1
+            self._lease_pool[entity] = pool_id
+            pool.leased += 1
+            if period is not None:
+                period.granted += 1
+        elif event in _LEASE_ENDS:
+            del self._lease_pool[entity]
+            pool.leased -= 1
+            if period is not None and event is EventType.LICENSE_LEASE_EXPIRED:
+                period.expired += 1
+        elif event is EventType.LICENSE_ADDED:
+            pool.licenses += 1
+        elif event is EventType.LICENSE_REMOVED:
+            pool.licenses -= 1
+        elif event is EventType.NODE_ACTIVATED:
+            self._node_pool[entity] = pool_id
+            self._activated_at[entity] = now
+            pool.active.add(entity)
+            if period is not None and self._counted_in.get(entity) != (k, pool_id):
+                period.nodes += 1
+                self._counted_in[entity] = (k, pool_id)
+        elif event in _NODE_ENDS:
+            self._node_pool.pop(entity, None)
+            pool.active.discard(entity)
+            since = self._activated_at.pop(entity, None)
+            if period is not None and since is not None and since < self._bounds[k][0]:
+                if at_start:
+                    period.nodes -= 1  # gone at the first instant: never present in it
+                else:
+                    # Counted among the nodes present when the period began: a reactivation
+                    # later in this period is the same node.
+                    self._counted_in[entity] = (k, pool_id)
+        if period is not None:
+            period.peak = max(period.peak, pool.leased)
+
+    def finish(
+        self,
+        licenses_now: Mapping[int | None, int],
+        denials: Iterable[DenialCount],
+        pool_names: Mapping[int | None, str | None],
+    ) -> list[PoolUsage]:
+        """The report, for the pools in `pool_names` (in that order)."""
+        if self._bounds:
+            self._advance(self._bounds[-1][1])
+        for pool_id in pool_names:
+            self._pool(pool_id)
+        for denial in denials:
+            index = bisect_right(self._starts, denial.minute) - 1
+            pool = self._pools.get(denial.pool_id)
+            if pool is not None and index >= 0 and denial.minute < self._bounds[index][1]:
+                pool.periods[index].denials += denial.count
+        report: list[PoolUsage] = []
+        for pool_id, name in pool_names.items():
+            pool = self._pools[pool_id]
+            offset = licenses_now.get(pool_id, 0) - pool.licenses
+            for (start, end), p in zip(self._bounds, pool.periods, strict=True):
+                span = end - start
+                capacity = p.license_seconds + offset * span
+                report.append(
+                    PoolUsage(
+                        pool=name,
+                        start=start,
+                        end=end,
+                        licenses=p.licenses_at_end + offset,
+                        peak_leases=p.peak,
+                        average_leases=p.seat_seconds / span,
+                        seat_hours=p.seat_seconds / 3600,
+                        utilisation=100 * p.seat_seconds / capacity if capacity > 0 else 0.0,
+                        leases_granted=p.granted,
+                        leases_expired=p.expired,
+                        distinct_nodes=p.nodes,
+                        denials=p.denials,
+                    )
+                )
+        return report
+
+    def seen(self) -> set[int | None]:
+        """Every pool a fed row named."""
+        return set(self._pools)
+
+
+class DenialTally:
+    """Claims answered 410, counted per (pool, minute) in memory until `drain`.
+
+    A node looping on an empty pool then costs a dictionary update per request, and the
+    database one counter row per pool and minute, written in the background.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str | None, int], int] = {}
+
+    def record(self, pool: str | None, now: int) -> None:
+        key = (pool or None, now - now % 60)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def drain(self) -> dict[tuple[str | None, int], int]:
+        """Take every count so far, leaving the tally empty."""
+        with self._lock:
+            counts, self._counts = self._counts, {}
+        return counts
+
+    def restore(self, counts: Mapping[tuple[str | None, int], int]) -> None:
+        """Put back counts that could not be written, to be retried with the next drain."""
+        with self._lock:
+            for key, count in counts.items():
+                self._counts[key] = self._counts.get(key, 0) + count
