@@ -31,6 +31,7 @@ from .locking import LockConfig, LockConfigError, UnlockError, unlock
 from .logsetup import configure_logging
 from .nodelock import fingerprint_command, lock_app
 from .output import Output, color_wanted
+from .report import report
 from .runtime import Runtime, Settings, UsageError, parse_pragmas
 from .server import serve
 from .values import env_bool, env_str
@@ -169,6 +170,7 @@ def create_app(
     app.command(lock_app())
     app.command(logs)
     app.command(ls)
+    app.command(report)
     pinned = {
         "bind": lock is not None and lock.addr is not None,
         "port": lock is not None and lock.port is not None,

@@ -177,6 +177,8 @@ class Server:
 
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+DENIAL_FLUSH_SECONDS = 15.0
+"""How often the counts of refused claims are written when there is no cull loop to do it."""
 
 
 def serve(
@@ -193,11 +195,12 @@ def serve(
 ) -> None:
     """Serve the node API on host:port until SIGTERM/SIGINT, then stop gracefully and return.
 
-    Runs `relay.cull()` every `cull_interval` seconds when it is not None. Raises `ServeError`
+    Runs `relay.cull()` every `cull_interval` seconds when it is not None; the same loop writes
+    the counts of refused claims (every 15 s without culling), and once more on stopping. Raises `ServeError`
     when the address cannot be bound. Closing `relay.store` is the caller's job.
     """
     app = create_app(relay, pool=pool, signing_secret=signing_secret)
-    reaper = Reaper(relay, cull_interval) if cull_interval is not None else None
+    reaper = Reaper(relay, cull_interval or DENIAL_FLUSH_SECONDS, cull=cull_interval is not None)
     server = Server(
         app,
         host=host,

@@ -124,6 +124,18 @@ def _audit_sql(rows: int) -> str:
 _AUDIT_SQL = {rows: _audit_sql(rows) for rows in range(1, 9)}
 _AUDIT_SQL[_AUDIT_CHUNK] = _audit_sql(_AUDIT_CHUNK)
 
+def scan_sql(events: Sequence[EventType], *, paged: bool) -> str:
+    """`scan_audit`'s statement. The event ids are inlined (they are ints), so the lifecycle
+    list reads exactly as the partial index's WHERE clause, which SQLite needs to use it."""
+    ids = "(" + ", ".join(str(int(e)) for e in sorted(set(events))) + ")"
+    return (
+        "SELECT id, event_type_id, entity_id, pool_id, created_at FROM audit_logs "
+        f"WHERE event_type_id IN {ids}"
+        + (" AND (created_at, id) > (?, ?)" if paged else "")
+        + " ORDER BY created_at, id LIMIT ?"
+    )
+
+
 _RAND_TRIES = 32
 """Draws before falling back to counting the valid free licenses and taking the k-th. The
 fallback is as uniform as a draw, so the mixture stays exact; it costs O(free), and is reached
@@ -376,18 +388,9 @@ class SqliteTransaction:
     ) -> list[AuditEvent]:
         if not events:
             return []
-        # Inlined (they are ints): the lifecycle list then reads exactly as the partial index's
-        # WHERE clause, which SQLite needs to see before it uses that index.
-        ids = "(" + ", ".join(str(int(e)) for e in sorted(set(events))) + ")"
-        sql = f"SELECT id, event_type_id, entity_id, pool_id, created_at FROM audit_logs WHERE event_type_id IN {ids}"
-        params: list[int] = []
-        if after is not None:
-            sql += " AND (created_at, id) > (?, ?)"
-            params += after
-        sql += " ORDER BY created_at, id LIMIT ?"
-        params.append(limit)
+        params = [*after, limit] if after is not None else [limit]
         return [
-            AuditEvent(r[0], _event(r[1]), int(r[2]), r[3], r[4]) for r in self._all(sql, params)
+            AuditEvent(r[0], _event(r[1]), int(r[2]), r[3], r[4]) for r in self._all(scan_sql(events, paged=after is not None), params)
         ]
 
     # denials; the global pool is stored as pool_id 0 (ids start at 1) so it has a primary key
