@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from relay_core import Strategy
-from relay_core.model import AuditEvent, DenialCount, EventType, License, Node
+from relay_core.model import AuditRow, DenialCount, EventType, License, Node
 from relay_core.ports import Culled
 from relay_core.testing import MemoryStore, StorageContract
 from relay_core.testing.memory import MemoryTransaction
@@ -197,11 +197,11 @@ def test_node_lease_test_catches_a_store_that_loses_the_holding() -> None:
 class ScansInIdOrder(MemoryTransaction):
     def scan_audit(
         self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
-    ) -> list[AuditEvent]:
+    ) -> list[AuditRow]:
         rows = super().scan_audit(events, None, 1_000_000)
-        rows.sort(key=lambda r: r.id)
+        rows.sort(key=lambda r: r[0])
         if after is not None:
-            rows = [r for r in rows if (r.created_at, r.id) > after]
+            rows = [r for r in rows if (r[4], r[0]) > after]
         return rows[:limit]
 
 

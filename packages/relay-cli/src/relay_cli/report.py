@@ -60,8 +60,10 @@ def parse_span(text: str, flag: str) -> float:
 
 
 def parse_moment(text: str, now: float, flag: str) -> int:
-    """A date (``2026-11-01``, midnight UTC), a date-time (UTC unless it says otherwise), or a
-    duration back from now (``30d``, ``12h``)."""
+    """A date (``2026-11-01``, midnight UTC), a date-time (UTC unless it says otherwise), Unix
+    seconds, or a duration back from now (``30d``, ``12h``)."""
+    if text.isdigit():
+        return int(text)
     if text[:1].isdigit() and "-" in text[1:]:
         try:
             moment = datetime.fromisoformat(text)
@@ -145,7 +147,8 @@ def report(
     Parameters
     ----------
     since
-        start of the report: a date (2026-11-01, UTC), a date-time, or a duration ago (30d, 12h)
+        start of the report: a date (2026-11-01, UTC), a date-time, Unix seconds, or a duration
+        ago (30d, 12h)
     until
         end of the report (default now), in the same forms as --since
     pool

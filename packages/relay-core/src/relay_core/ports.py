@@ -32,8 +32,8 @@ import attrs
 
 from .model import (
     AuditEntry,
-    AuditEvent,
     AuditRecord,
+    AuditRow,
     DenialCount,
     EventType,
     License,
@@ -162,7 +162,7 @@ class Transaction(Protocol):
 
     def scan_audit(
         self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
-    ) -> list[AuditEvent]:
+    ) -> list[AuditRow]:
         """Up to `limit` audit rows of these event types, oldest first by (created_at, id).
 
         `after` is the (created_at, id) of the last row of the previous page (None: from the

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
-from .model import AuditEvent, DenialCount, EventType
+from .model import AuditRow, DenialCount, EventType
 
 __all__ = [
     "LIFECYCLE_EVENTS",
@@ -117,8 +117,17 @@ class _Pool:
 
 
 _NOT_YET = -1
-_LEASE_ENDS = frozenset({EventType.LICENSE_RELEASED, EventType.LICENSE_LEASE_EXPIRED})
-_NODE_ENDS = frozenset({EventType.NODE_DEACTIVATED, EventType.NODE_CULLED})
+_NEVER = 2**63
+_ADDED = int(EventType.LICENSE_ADDED)
+_REMOVED = int(EventType.LICENSE_REMOVED)
+_LEASED = int(EventType.LICENSE_LEASED)
+_RELEASED = int(EventType.LICENSE_RELEASED)
+_EXPIRED = int(EventType.LICENSE_LEASE_EXPIRED)
+_ACTIVATED = int(EventType.NODE_ACTIVATED)
+_DEACTIVATED = int(EventType.NODE_DEACTIVATED)
+_CULLED = int(EventType.NODE_CULLED)
+_LEASE_ENDS = frozenset({_RELEASED, _EXPIRED})
+_NODE_ENDS = frozenset({_DEACTIVATED, _CULLED})
 
 
 class UsageReplay:
@@ -137,8 +146,8 @@ class UsageReplay:
         self._lease_pool: dict[int, int | None] = {}
         self._node_pool: dict[int, int | None] = {}
         self._activated_at: dict[int, int] = {}
-        self._counted_in: dict[int, tuple[int, int | None]] = {}
-        """node id -> the (period, pool) it was last counted in, so it counts once per period."""
+        self._counted_in: dict[tuple[int, int | None], int] = {}
+        """(node id, pool) -> the period it was last counted in, so it counts once per period."""
 
     def _pool(self, pool_id: int | None) -> _Pool:
         found = self._pools.get(pool_id)
@@ -159,7 +168,11 @@ class UsageReplay:
             for pool in self._pools.values():
                 if self._k != _NOT_YET:
                     period = pool.periods[self._k]
-                    self._sum(pool, period, edge)
+                    span = edge - pool.last
+                    if span > 0:
+                        period.seat_seconds += pool.leased * span
+                        period.license_seconds += pool.licenses * span
+                        pool.last = edge
                     period.licenses_at_end = pool.licenses
             self._k = 0 if self._k == _NOT_YET else self._k + 1
             if self._k < len(bounds):
@@ -169,77 +182,94 @@ class UsageReplay:
                     period.nodes = len(pool.active)
                     pool.last = edge
 
-    @staticmethod
-    def _sum(pool: _Pool, period: _Period, now: int) -> None:
-        span = now - pool.last
-        if span > 0:
-            period.seat_seconds += pool.leased * span
-            period.license_seconds += pool.licenses * span
-            pool.last = now
-
-    def feed(self, rows: Iterable[AuditEvent]) -> None:
-        for row in rows:
-            self._advance(row.created_at)
-            self._apply(row)
-
-    def _apply(self, row: AuditEvent) -> None:
-        event, entity, now = row.event, row.entity_id, row.created_at
-        pool_id = row.pool_id
-        if event in _LEASE_ENDS:
-            if entity not in self._lease_pool:
-                return  # leased before the audit log began: nothing to end
-            pool_id = self._lease_pool[entity]
-        elif event in _NODE_ENDS:
-            pool_id = self._node_pool.get(entity, pool_id)
-        pool = self._pool(pool_id)
+    def feed(self, rows: Iterable[AuditRow]) -> None:
+        # The hot loop of a report (a year can be millions of rows): locals, plain int event
+        # ids (hashing an IntEnum member runs Python code), and period edges checked inline.
+        bounds = self._bounds
+        n_bounds = len(bounds)
+        pools = self._pools
+        lease_pool = self._lease_pool
+        node_pool = self._node_pool
+        activated_at = self._activated_at
+        counted_in = self._counted_in
         k = self._k
-        period: _Period | None = None
-        at_start = False
-        if 0 <= k < len(self._bounds):
-            period = pool.periods[k]
-            self._sum(pool, period, now)
-            at_start = now == self._bounds[k][0]
-            if at_start and pool.reset_for != k:
-                # The state just before the period's first instant is not part of it.
-                period.peak = 0
-                pool.reset_for = k
+        edge = self._edge()
+        start = bounds[k][0] if 0 <= k < n_bounds else 0
+        for row in rows:
+            now = row[4]
+            if now >= edge:
+                self._advance(now)
+                k = self._k
+                edge = self._edge()
+                start = bounds[k][0] if k < n_bounds else 0
+            event, entity, pool_id = row[1], row[2], row[3]
+            if event in _LEASE_ENDS:
+                if entity not in lease_pool:
+                    continue  # leased before the audit log began: nothing to end
+                pool_id = lease_pool.pop(entity)
+            elif event in _NODE_ENDS:
+                pool_id = node_pool.pop(entity, pool_id)
+            pool = pools.get(pool_id)
+            if pool is None:
+                pool = self._pool(pool_id)
+            period: _Period | None = None
+            at_start = False
+            if 0 <= k < n_bounds:
+                period = pool.periods[k]
+                span = now - pool.last
+                if span > 0:
+                    period.seat_seconds += pool.leased * span
+                    period.license_seconds += pool.licenses * span
+                    pool.last = now
+                if now == start:
+                    at_start = True
+                    if pool.reset_for != k:
+                        # The state just before the period's first instant is not part of it.
+                        period.peak = 0
+                        pool.reset_for = k
 
-        if event is EventType.LICENSE_LEASED:
-            if entity in self._lease_pool:  # a lease never seen ending: end it here
-                self._pool(self._lease_pool[entity]).leased -= 1
-            self._lease_pool[entity] = pool_id
-            pool.leased += 1
-            if period is not None:
-                period.granted += 1
-        elif event in _LEASE_ENDS:
-            del self._lease_pool[entity]
-            pool.leased -= 1
-            if period is not None and event is EventType.LICENSE_LEASE_EXPIRED:
-                period.expired += 1
-        elif event is EventType.LICENSE_ADDED:
-            pool.licenses += 1
-        elif event is EventType.LICENSE_REMOVED:
-            pool.licenses -= 1
-        elif event is EventType.NODE_ACTIVATED:
-            self._node_pool[entity] = pool_id
-            self._activated_at[entity] = now
-            pool.active.add(entity)
-            if period is not None and self._counted_in.get(entity) != (k, pool_id):
-                period.nodes += 1
-                self._counted_in[entity] = (k, pool_id)
-        elif event in _NODE_ENDS:
-            self._node_pool.pop(entity, None)
-            pool.active.discard(entity)
-            since = self._activated_at.pop(entity, None)
-            if period is not None and since is not None and since < self._bounds[k][0]:
-                if at_start:
-                    period.nodes -= 1  # gone at the first instant: never present in it
-                else:
-                    # Counted among the nodes present when the period began: a reactivation
-                    # later in this period is the same node.
-                    self._counted_in[entity] = (k, pool_id)
-        if period is not None:
-            period.peak = max(period.peak, pool.leased)
+            if event == _LEASED:
+                if entity in lease_pool:  # a lease never seen ending: end it here
+                    pools[lease_pool[entity]].leased -= 1
+                lease_pool[entity] = pool_id
+                pool.leased += 1
+                if period is not None:
+                    period.granted += 1
+            elif event in _LEASE_ENDS:
+                pool.leased -= 1
+                if period is not None and event == _EXPIRED:
+                    period.expired += 1
+            elif event == _ACTIVATED:
+                node_pool[entity] = pool_id
+                activated_at[entity] = now
+                pool.active.add(entity)
+                if period is not None and counted_in.get((entity, pool_id)) != k:
+                    period.nodes += 1
+                    counted_in[entity, pool_id] = k
+            elif event in _NODE_ENDS:
+                pool.active.discard(entity)
+                since = activated_at.pop(entity, None)
+                if period is not None and since is not None and since < start:
+                    if at_start:
+                        period.nodes -= 1  # gone at the period's first instant: never in it
+                    else:
+                        # Counted among the nodes present when the period began: a
+                        # reactivation later in this period is the same node.
+                        counted_in[entity, pool_id] = k
+            elif event == _ADDED:
+                pool.licenses += 1
+            elif event == _REMOVED:
+                pool.licenses -= 1
+            if period is not None and pool.leased > period.peak:
+                period.peak = pool.leased
+
+    def _edge(self) -> int:
+        """The time at which the replay next crosses a period edge."""
+        if self._k == _NOT_YET:
+            return self._bounds[0][0] if self._bounds else _NEVER
+        if self._k < len(self._bounds):
+            return self._bounds[self._k][1]
+        return _NEVER
 
     def finish(
         self,

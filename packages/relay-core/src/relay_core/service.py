@@ -326,7 +326,7 @@ class Relay:
             replay.feed(rows)
             if len(rows) < REPORT_PAGE:
                 break
-            after = (rows[-1].created_at, rows[-1].id)
+            after = (rows[-1][4], rows[-1][0])
         names: dict[int | None, str | None] = {}
         if pool:
             names[wanted] = pool

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from relay_core.errors import ClaimConflictError, DuplicateLicenseError, StorageError
 from relay_core.model import (
     AuditEntry,
-    AuditEvent,
     AuditRecord,
+    AuditRow,
     DenialCount,
     EntityType,
     EventType,
@@ -129,7 +129,8 @@ def scan_sql(events: Sequence[EventType], *, paged: bool) -> str:
     list reads exactly as the partial index's WHERE clause, which SQLite needs to use it."""
     ids = "(" + ", ".join(str(int(e)) for e in sorted(set(events))) + ")"
     return (
-        "SELECT id, event_type_id, entity_id, pool_id, created_at FROM audit_logs "
+        "SELECT id, event_type_id, CAST(entity_id AS INTEGER), pool_id, created_at "
+        "FROM audit_logs "
         f"WHERE event_type_id IN {ids}"
         + (" AND (created_at, id) > (?, ?)" if paged else "")
         + " ORDER BY created_at, id LIMIT ?"
@@ -385,13 +386,13 @@ class SqliteTransaction:
 
     def scan_audit(
         self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
-    ) -> list[AuditEvent]:
+    ) -> list[AuditRow]:
         if not events:
             return []
         params = [*after, limit] if after is not None else [limit]
-        return [
-            AuditEvent(r[0], _event(r[1]), int(r[2]), r[3], r[4]) for r in self._all(scan_sql(events, paged=after is not None), params)
-        ]
+        sql = scan_sql(events, paged=after is not None)
+        rows: list[AuditRow] = self._all(sql, params)
+        return rows
 
     # denials; the global pool is stored as pool_id 0 (ids start at 1) so it has a primary key
     def add_denials(self, counts: Sequence[DenialCount]) -> None:

@@ -417,19 +417,19 @@ class StorageContract:
         wanted = (EventType.LICENSE_ADDED, EventType.LICENSE_LEASED, EventType.NODE_CULLED)
         with store.transaction() as tx:
             rows = tx.scan_audit(wanted, None, 100)
-            assert [(r.event, r.entity_id, r.pool_id, r.created_at) for r in rows] == [
+            assert [(event, entity, pool_id, t) for _, event, entity, pool_id, t in rows] == [
                 (EventType.LICENSE_ADDED, 1, pool.id, T0 + 1),
                 (EventType.LICENSE_ADDED, 2, None, T0 + 1),
                 (EventType.LICENSE_LEASED, 1, pool.id, T0 + 5),
                 (EventType.NODE_CULLED, 7, None, T0 + 9),
             ]
-            assert rows[0].id < rows[1].id
+            assert rows[0][0] < rows[1][0]
             first = tx.scan_audit(wanted, None, 2)
             assert first == rows[:2]
-            rest = tx.scan_audit(wanted, (first[-1].created_at, first[-1].id), 2)
+            rest = tx.scan_audit(wanted, (first[-1][4], first[-1][0]), 2)
             assert rest == rows[2:]
-            assert tx.scan_audit(wanted, (rows[-1].created_at, rows[-1].id), 2) == []
-            assert tx.scan_audit((EventType.NODE_HEARTBEAT_PING,), None, 10)[0].entity_id == 7
+            assert tx.scan_audit(wanted, (rows[-1][4], rows[-1][0]), 2) == []
+            assert tx.scan_audit((EventType.NODE_HEARTBEAT_PING,), None, 10)[0][2] == 7
             assert tx.scan_audit((), None, 10) == []
 
     def test_denials_add_up_per_pool_and_minute(self, store: Store) -> None:

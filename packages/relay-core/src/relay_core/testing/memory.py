@@ -20,8 +20,8 @@ import attrs
 from ..errors import DuplicateLicenseError
 from ..model import (
     AuditEntry,
-    AuditEvent,
     AuditRecord,
+    AuditRow,
     DenialCount,
     EntityType,
     EventType,
@@ -243,7 +243,7 @@ class MemoryTransaction:
 
     def scan_audit(
         self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
-    ) -> list[AuditEvent]:
+    ) -> list[AuditRow]:
         wanted = set(events)
         rows = sorted(
             (e.created_at, row_id, e)
@@ -251,7 +251,7 @@ class MemoryTransaction:
             if e.event in wanted and (after is None or (e.created_at, row_id) > after)
         )
         return [
-            AuditEvent(row_id, e.event, e.entity_id, e.pool_id, created_at)
+            (row_id, int(e.event), e.entity_id, e.pool_id, created_at)
             for created_at, row_id, e in rows[:limit]
         ]
 
