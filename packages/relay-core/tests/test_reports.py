@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import attrs
 import pytest
@@ -12,9 +12,17 @@ from relay_core import Relay
 from relay_core.errors import NoLicensesAvailableError
 from relay_core.model import DenialCount, EventType
 from relay_core.ports import AuditQuery
-from relay_core.reports import WEEK_ORIGIN, DenialTally, UsageReplay, period_bounds
+from relay_core.reports import (
+    LIFECYCLE_EVENTS,
+    WEEK_ORIGIN,
+    DenialTally,
+    OpeningState,
+    UsageReplay,
+    period_bounds,
+)
 from relay_core.testing import FrozenClock, MemoryStore
 from relay_core.testing.keygen_writer import LicenseWriter
+from relay_core.testing.memory import MemoryTransaction
 
 E = EventType
 
@@ -308,3 +316,91 @@ def test_report_names_every_pool_and_a_busy_global_pool() -> None:
 
 
 _ALL = AuditQuery(limit=10_000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=_histories(),
+    since_offset=st.integers(0, 400),
+    length=st.integers(1, 900),
+    every=st.sampled_from([None, 7, 60]),
+)
+def test_a_replay_seeded_at_since_matches_a_replay_from_the_start(
+    rows: list[AuditEvent], since_offset: int, length: int, every: int | None
+) -> None:
+    """Skipping the rows before `since` (OpeningState + seed) changes no figure."""
+    since = T0 + since_offset
+    bounds = period_bounds(since, since + length, every)
+    licenses_now: dict[int | None, int] = {None: 0, 1: 0}
+    pool_of: dict[int, int | None] = {}
+    holder: dict[int, int] = {}
+    node_of: dict[int, int] = {}  # license -> the node that last leased it
+    for r in rows:
+        if r.event is E.LICENSE_ADDED:
+            licenses_now[r.pool_id] += 1
+            pool_of[r.entity_id] = r.pool_id
+        elif r.event is E.LICENSE_REMOVED:
+            licenses_now[r.pool_id] -= 1
+            del pool_of[r.entity_id]
+        elif r.event is E.NODE_ACTIVATED:
+            last_node = r.entity_id
+        elif r.event is E.LICENSE_LEASED:
+            holder[r.entity_id] = node_of[r.entity_id] = last_node
+        elif r.event in (E.LICENSE_RELEASED, E.LICENSE_LEASE_EXPIRED):
+            del holder[r.entity_id]
+    holders = [(lic, pool, holder.get(lic)) for lic, pool in sorted(pool_of.items())]
+    names: dict[int | None, str | None] = {None: None, 1: "one"}
+
+    full = UsageReplay(bounds)
+    full.feed(rows)
+    later = [r for r in rows if r.created_at >= since]
+    opening = OpeningState()
+    opening.feed(later)
+    seeded = UsageReplay(bounds)
+    seeded.seed(*opening.finish(holders), at=since)
+    seeded.feed(later)
+    assert seeded.finish(licenses_now, [], names) == full.finish(licenses_now, [], names)
+
+
+class _CountingTransaction(MemoryTransaction):
+    scanned: ClassVar[list[int]] = []
+
+    def scan_audit(self, *args: Any) -> Any:
+        rows = super().scan_audit(*args)
+        self.scanned.append(len(rows))
+        return rows
+
+
+def test_relay_skips_the_rows_before_since_and_reports_the_same() -> None:
+    """Through `Relay`: a report starting after the log began reads only the rows after it."""
+    store = MemoryStore()
+    clock = FrozenClock(T0 - 10 * DAY)
+    relay = Relay(store, clock=clock)
+    writer = LicenseWriter.ed25519()
+    relay.add_licenses(
+        [(writer.license(key=f"K{n}", issued=T0 - 20 * DAY), f"K{n}") for n in range(3)],
+        public_key=writer.public_key,
+    )
+    for day in range(10):
+        relay.claim(f"long-{day}")  # held across the nights, released the next evening
+        clock.advance(DAY // 2)
+        relay.claim(f"short-{day}")
+        clock.advance(DAY // 4)
+        relay.release(f"short-{day}")
+        if day:
+            relay.release(f"long-{day - 1}")
+        clock.advance(DAY // 4)
+    clock.advance(H)
+    since, until = T0 - 3 * DAY + H // 2, T0 + H
+    store.transaction_type = _CountingTransaction
+    got = relay.usage_report(since=since, until=until, every=DAY)
+    store.transaction_type = MemoryTransaction
+    # 3 days of 3 leases (4 rows each) plus the held one's end, twice, and the one-row probe.
+    assert sum(_CountingTransaction.scanned) <= 2 * (3 * 3 * 4 + 2) + 1
+    replay = UsageReplay(period_bounds(since, until, DAY))
+    with store.transaction() as tx:
+        replay.feed(tx.scan_audit(LIFECYCLE_EVENTS, None, 10_000))
+    expected = replay.finish({None: 3}, [], {None: None})
+    assert got == expected
+    assert [u.peak_leases for u in got] == [3, 3, 3, 1]  # two longs overlap a short
+    assert got[0].seat_hours > 0

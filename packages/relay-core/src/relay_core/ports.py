@@ -171,6 +171,14 @@ class Transaction(Protocol):
         """
         ...
 
+    def license_holders(self) -> list[tuple[int, int | None, int | None]]:
+        """``(license id, pool id, holding node id or None)`` for every license, by license id.
+
+        What a report needs of the licenses (how many per pool, and which are held now) without
+        reading their files.
+        """
+        ...
+
     # denials (claims answered 410), counted per pool and minute
     def add_denials(self, counts: Sequence[DenialCount]) -> None:
         """Add each count to its (pool, minute) counter, creating the counter if needed."""

@@ -8,6 +8,10 @@ never held in memory. Heartbeat rows are not needed and never read.
 
 License counts per period are replayed relative to the count now (`finish` is given it), so a
 database whose early licenses were added before its audit log began still reports them.
+
+A report that starts well after the log does (a dashboard's last 24 hours) need not replay the
+years before it: `OpeningState` finds which leases were open and which nodes active at `since`
+from the rows after it and the holders now, and `UsageReplay.seed` starts from there.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ __all__ = [
     "LIFECYCLE_EVENTS",
     "WEEK_ORIGIN",
     "DenialTally",
+    "OpeningState",
     "PoolUsage",
     "UsageReplay",
     "period_bounds",
@@ -148,6 +153,19 @@ class UsageReplay:
         self._activated_at: dict[int, int] = {}
         self._counted_in: dict[tuple[int, int | None], int] = {}
         """(node id, pool) -> the period it was last counted in, so it counts once per period."""
+
+    def seed(
+        self, leases: Mapping[int, int | None], nodes: Mapping[int, int | None], at: int
+    ) -> None:
+        """Start from the leases open (license id -> pool) and nodes active (node id -> pool)
+        at `at`, before any row is fed; rows from `at` on follow."""
+        for license_id, pool_id in leases.items():
+            self._lease_pool[license_id] = pool_id
+            self._pool(pool_id).leased += 1
+        for node_id, pool_id in nodes.items():
+            self._node_pool[node_id] = pool_id
+            self._activated_at[node_id] = at - 1
+            self._pool(pool_id).active.add(node_id)
 
     def _pool(self, pool_id: int | None) -> _Pool:
         found = self._pools.get(pool_id)
@@ -315,6 +333,48 @@ class UsageReplay:
     def seen(self) -> set[int | None]:
         """Every pool a fed row named."""
         return set(self._pools)
+
+
+class OpeningState:
+    """Which leases were open and which nodes active at a moment, from the rows after it.
+
+    Feed it the lifecycle rows from that moment on (oldest first): an entity whose first row is
+    an ending was open then; one whose first row is a beginning was not; one with no row since
+    is open exactly if it is held now (`finish` is told which licenses are held, by whom).
+    """
+
+    def __init__(self) -> None:
+        self._leases: dict[int, int | None] = {}
+        self._nodes: dict[int, int | None] = {}
+        self._seen_leases: set[int] = set()
+        self._seen_nodes: set[int] = set()
+
+    def feed(self, rows: Iterable[AuditRow]) -> None:
+        seen_leases, seen_nodes = self._seen_leases, self._seen_nodes
+        for row in rows:
+            event, entity = row[1], row[2]
+            if event == _LEASED or event in _LEASE_ENDS:
+                if entity not in seen_leases:
+                    seen_leases.add(entity)
+                    if event != _LEASED:
+                        self._leases[entity] = row[3]
+            elif (event == _ACTIVATED or event in _NODE_ENDS) and entity not in seen_nodes:
+                seen_nodes.add(entity)
+                if event != _ACTIVATED:
+                    self._nodes[entity] = row[3]
+
+    def finish(
+        self, holders: Iterable[tuple[int, int | None, int | None]]
+    ) -> tuple[dict[int, int | None], dict[int, int | None]]:
+        """(open leases, active nodes), each id -> pool, given ``(license, pool, node)`` now."""
+        for license_id, pool_id, node_id in holders:
+            if node_id is None:
+                continue
+            if license_id not in self._seen_leases:
+                self._leases[license_id] = pool_id
+            if node_id not in self._seen_nodes:
+                self._nodes[node_id] = pool_id
+        return self._leases, self._nodes
 
 
 class DenialTally:

@@ -27,6 +27,7 @@ from .errors import (
 from .model import (
     AuditEntry,
     AuditRecord,
+    AuditRow,
     ClaimStatus,
     DenialCount,
     EntityType,
@@ -51,7 +52,14 @@ from .ports import (
     Transaction,
     VerifierFactory,
 )
-from .reports import LIFECYCLE_EVENTS, DenialTally, PoolUsage, UsageReplay, period_bounds
+from .reports import (
+    LIFECYCLE_EVENTS,
+    DenialTally,
+    OpeningState,
+    PoolUsage,
+    UsageReplay,
+    period_bounds,
+)
 
 __all__ = ["CullReport", "LicenseSource", "Relay", "SystemClock", "read_license_source"]
 
@@ -65,6 +73,8 @@ CULL_BATCH = 1000
 
 REPORT_PAGE = 20_000
 """Audit rows a report reads per transaction: a year of history never holds the lock long."""
+_LAST_ID = 2**63 - 1
+"""With `since - 1`, a `scan_audit` position just before the first row at `since`."""
 
 
 class SystemClock:
@@ -305,28 +315,29 @@ class Relay:
         """Per pool and period: seats used, peaks, grants, expiries, nodes and denials.
 
         Replays the audit log's lifecycle rows in pages, one short transaction each, so a
-        running server is never held up. With `pool`, only that pool; otherwise every named
-        pool, and the global pool when it has licenses or history.
+        running server is never held up. When the log began before `since`, the rows before it
+        are skipped: a first pass over the rows after it finds the leases open at `since`
+        (`OpeningState`), so a dashboard's last day costs a day of rows, not the log's life.
+        With `pool`, only that pool; otherwise every named pool, and the global pool when it
+        has licenses or history.
         """
         replay = UsageReplay(period_bounds(since, until, every))
-        after: tuple[int, int] | None = None
-        pools: list[Pool] = []
+        with self.store.transaction() as tx:
+            first = tx.scan_audit(LIFECYCLE_EVENTS, None, 1)
+        start: tuple[int, int] | None = None
+        if first and first[0][4] < since:
+            start = (since - 1, _LAST_ID)
+            opening = OpeningState()
+            holders = self._scan(start, opening.feed)
+            replay.seed(*opening.finish(holders), at=since)
+        holders = self._scan(start, replay.feed)
+        with self.store.transaction() as tx:
+            pools = tx.list_pools()
+            denials = tx.read_denials(since - since % 60, until)
+            wanted = self._pool_id(tx, pool)
         counts: dict[int | None, int] = {}
-        denials: list[DenialCount] = []
-        wanted: int | None = None
-        while True:
-            with self.store.transaction() as tx:
-                rows = tx.scan_audit(LIFECYCLE_EVENTS, after, REPORT_PAGE)
-                if len(rows) < REPORT_PAGE:
-                    pools = tx.list_pools()
-                    for lic in tx.list_licenses(ANY_POOL):
-                        counts[lic.pool_id] = counts.get(lic.pool_id, 0) + 1
-                    denials = tx.read_denials(since - since % 60, until)
-                    wanted = self._pool_id(tx, pool)
-            replay.feed(rows)
-            if len(rows) < REPORT_PAGE:
-                break
-            after = (rows[-1][4], rows[-1][0])
+        for _, pool_id, _ in holders:
+            counts[pool_id] = counts.get(pool_id, 0) + 1
         names: dict[int | None, str | None] = {}
         if pool:
             names[wanted] = pool
@@ -335,6 +346,21 @@ class Relay:
                 names[None] = None
             names.update({p.id: p.name for p in pools})
         return replay.finish(counts, denials, names)
+
+    def _scan(
+        self, start: tuple[int, int] | None, feed: Callable[[list[AuditRow]], None]
+    ) -> list[tuple[int, int | None, int | None]]:
+        """Feed every lifecycle row after `start`, a page per transaction; return the license
+        holders as of the last page (so they match the rows fed)."""
+        after = start
+        while True:
+            with self.store.transaction() as tx:
+                rows = tx.scan_audit(LIFECYCLE_EVENTS, after, REPORT_PAGE)
+                holders = tx.license_holders() if len(rows) < REPORT_PAGE else []
+            feed(rows)
+            if len(rows) < REPORT_PAGE:
+                return holders
+            after = (rows[-1][4], rows[-1][0])
 
     def flush_denials(self) -> int:
         """Write the 410s counted since the last flush to the store; returns how many.

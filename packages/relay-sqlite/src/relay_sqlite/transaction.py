@@ -394,6 +394,12 @@ class SqliteTransaction:
         rows: list[AuditRow] = self._all(sql, params)
         return rows
 
+    def license_holders(self) -> list[tuple[int, int | None, int | None]]:
+        rows: list[tuple[int, int | None, int | None]] = self._all(
+            "SELECT id, pool_id, node_id FROM licenses ORDER BY id"
+        )
+        return rows
+
     # denials; the global pool is stored as pool_id 0 (ids start at 1) so it has a primary key
     def add_denials(self, counts: Sequence[DenialCount]) -> None:
         try:

@@ -432,6 +432,24 @@ class StorageContract:
             assert tx.scan_audit((EventType.NODE_HEARTBEAT_PING,), None, 10)[0][2] == 7
             assert tx.scan_audit((), None, 10) == []
 
+    def test_license_holders_name_pool_and_holder_of_every_license(self, store: Store) -> None:
+        """license_holders gives (id, pool, holder) for every license, in id order."""
+        with store.transaction() as tx:
+            pool = tx.create_pool("prod", T0)
+            a = tx.insert_license(_new(1), None, T0)
+            b = tx.insert_license(_new(2), pool.id, T0)
+            c = tx.insert_license(_new(3), pool.id, T0)
+            node = tx.activate_node("fp", T0)
+            leased = tx.lease_free_license(pool.id, node.id, Strategy.FIFO, T0, random.Random(1))
+            assert leased is not None
+            assert leased.id == b.id
+        with store.transaction() as tx:
+            assert tx.license_holders() == [
+                (a.id, None, None),
+                (b.id, pool.id, node.id),
+                (c.id, pool.id, None),
+            ]
+
     def test_denials_add_up_per_pool_and_minute(self, store: Store) -> None:
         """Denial counts add up per (pool, minute), the global pool apart, read by minute range."""
         with store.transaction() as tx:

@@ -255,6 +255,12 @@ class MemoryTransaction:
             for created_at, row_id, e in rows[:limit]
         ]
 
+    def license_holders(self) -> list[tuple[int, int | None, int | None]]:
+        return [
+            (lic.id, lic.pool_id, lic.node_id)
+            for lic in sorted(self._t.licenses.values(), key=lambda lic: lic.id)
+        ]
+
     # denials
     def add_denials(self, counts: Sequence[DenialCount]) -> None:
         for c in counts:
