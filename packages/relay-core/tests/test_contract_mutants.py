@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import attrs
 import pytest
 from relay_core import Strategy
-from relay_core.model import License, Node
+from relay_core.model import AuditRow, DenialCount, EventType, License, Node
 from relay_core.ports import ANY_POOL, Culled, PoolCounts, PoolFilter
 from relay_core.testing import MemoryStore, StorageContract
 from relay_core.testing.memory import MemoryTransaction
@@ -254,3 +254,32 @@ def test_operator_view_tests_catch_their_mutants(
     assert_contract_fails(lambda: getattr(contract, primitive)(store()))
     if in_state_machine:
         assert_contract_fails(contract.test_relay_matches_the_reference_model)
+
+
+class ScansInIdOrder(MemoryTransaction):
+    def scan_audit(
+        self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
+    ) -> list[AuditRow]:
+        rows = super().scan_audit(events, None, 1_000_000)
+        rows.sort(key=lambda r: r[0])
+        if after is not None:
+            rows = [r for r in rows if (r[4], r[0]) > after]
+        return rows[:limit]
+
+
+class DenialsOverwrite(MemoryTransaction):
+    def add_denials(self, counts: Sequence[DenialCount]) -> None:
+        for c in counts:
+            self._t.denials[(c.pool_id, c.minute)] = c.count
+
+
+def test_report_primitives_catch_their_mutants() -> None:
+    """A scan in insertion order instead of time order, and counters that overwrite, are caught."""
+    scan = store_of(ScansInIdOrder)
+    assert_contract_fails(
+        lambda: contract_for(scan).test_audit_scan_pages_through_chosen_events_in_time_order(scan())
+    )
+    overwrite = store_of(DenialsOverwrite)
+    assert_contract_fails(
+        lambda: contract_for(overwrite).test_denials_add_up_per_pool_and_minute(overwrite())
+    )

@@ -113,3 +113,13 @@ def test_claim_lookups_use_unique_indexes(conn: sqlite3.Connection) -> None:
     assert_seeks_only(steps)
     steps = plan(conn, "SELECT * FROM licenses WHERE node_id = ?", (1,))
     assert_seeks_only(steps)
+
+
+def test_report_scan_walks_the_lifecycle_index_in_order(conn: sqlite3.Connection) -> None:
+    """A report's page of lifecycle rows is a seek on the partial index, with no sort."""
+    from relay_core.reports import LIFECYCLE_EVENTS
+
+    for paged, params in ((False, (100,)), (True, (5, 3, 100))):
+        steps = plan(conn, sql.scan_sql(LIFECYCLE_EVENTS, paged=paged), params)
+        assert any("relay_audit_lifecycle" in step for step in steps), steps
+        assert not any("TEMP B-TREE" in step for step in steps), steps

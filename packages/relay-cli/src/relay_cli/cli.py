@@ -32,6 +32,7 @@ from .logsetup import configure_logging
 from .nodelock import fingerprint_command, lock_app
 from .operator_commands import leases, release
 from .output import Output, color_wanted
+from .report import report
 from .runtime import Runtime, Settings, UsageError, parse_pragmas
 from .server import serve
 from .trust import signing_key_app
@@ -173,6 +174,7 @@ def create_app(
     app.command(logs)
     app.command(ls)
     app.command(release)
+    app.command(report)
     pinned = {
         "bind": lock is not None and lock.addr is not None,
         "port": lock is not None and lock.port is not None,

@@ -13,7 +13,9 @@ import attrs
 __all__ = [
     "AuditEntry",
     "AuditRecord",
+    "AuditRow",
     "ClaimStatus",
+    "DenialCount",
     "EntityType",
     "EventType",
     "Lease",
@@ -212,3 +214,23 @@ class AuditRecord:
     pool_id: int | None
     pool_name: str | None
     created_at: int
+
+
+AuditRow = tuple[int, int, int, int | None, int]
+"""One audit row as a report reads it: ``(id, event, entity_id, pool_id, created_at)``, with
+`event` an `EventType` value. A bare tuple, not an object, because a year of lease history is
+millions of them: a store hands over its cursor's rows as they come, and the replay compares
+plain ints (hashing or building objects per row would dominate the report's time)."""
+
+
+@attrs.frozen
+class DenialCount:
+    """Claims answered 410 (no free license) in one pool during the minute starting at `minute`.
+
+    Kept apart from the audit log so that a node looping on an empty pool adds one counter per
+    minute, not one row per request.
+    """
+
+    pool_id: int | None
+    minute: int
+    count: int

@@ -33,6 +33,8 @@ import attrs
 from .model import (
     AuditEntry,
     AuditRecord,
+    AuditRow,
+    DenialCount,
     EventType,
     License,
     LicenseFile,
@@ -185,6 +187,37 @@ class Transaction(Protocol):
     # audit
     def append_audit(self, entries: Sequence[AuditEntry]) -> None: ...
     def read_audit(self, query: AuditQuery) -> list[AuditRecord]: ...
+
+    def scan_audit(
+        self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
+    ) -> list[AuditRow]:
+        """Up to `limit` audit rows of these event types, oldest first by (created_at, id).
+
+        `after` is the (created_at, id) of the last row of the previous page (None: from the
+        start), so a long history is read in short transactions. Reports replay lease and node
+        lifecycles from it; a store should index it without the heartbeat rows.
+        """
+        ...
+
+    def license_holders(self) -> list[tuple[int, int | None, int | None]]:
+        """``(license id, pool id, holding node id or None)`` for every license, by license id.
+
+        What a report needs of the licenses (how many per pool, and which are held now) without
+        reading their files.
+        """
+        ...
+
+    # denials (claims answered 410), counted per pool and minute
+    def add_denials(self, counts: Sequence[DenialCount]) -> None:
+        """Add each count to its (pool, minute) counter, creating the counter if needed."""
+        ...
+
+    def read_denials(self, since: int | None, until: int | None) -> list[DenialCount]:
+        """Counters with `since <= minute < until` (None: unbounded).
+
+        Ordered by minute, then pool id with the global pool (None) first.
+        """
+        ...
 
 
 class Store(Protocol):

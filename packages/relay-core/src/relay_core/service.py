@@ -30,7 +30,9 @@ from .events import ClaimResult, NoEvents, RelayEvents, ReleaseResult
 from .model import (
     AuditEntry,
     AuditRecord,
+    AuditRow,
     ClaimStatus,
+    DenialCount,
     EntityType,
     EventType,
     Lease,
@@ -54,6 +56,14 @@ from .ports import (
     Transaction,
     VerifierFactory,
 )
+from .reports import (
+    LIFECYCLE_EVENTS,
+    DenialTally,
+    OpeningState,
+    PoolUsage,
+    UsageReplay,
+    period_bounds,
+)
 from .views import ActiveLease, LicenseRow, PoolStats
 
 __all__ = ["CullReport", "LicenseSource", "Relay", "SystemClock", "read_license_source"]
@@ -70,6 +80,11 @@ _CLAIM_RESULT = {
 
 CULL_BATCH = 1000
 """Nodes culled per transaction, so the write lock is never held long (see performance notes)."""
+
+REPORT_PAGE = 20_000
+"""Audit rows a report reads per transaction: a year of history never holds the lock long."""
+_LAST_ID = 2**63 - 1
+"""With `since - 1`, a `scan_audit` position just before the first row at `since`."""
 
 
 class SystemClock:
@@ -136,6 +151,7 @@ class Relay:
     rng: random.Random = attrs.field(factory=random.Random, kw_only=True)
     verifier: VerifierFactory = attrs.field(default=_keygen_factory, kw_only=True)
     events: RelayEvents = attrs.field(factory=NoEvents, kw_only=True)
+    denials: DenialTally = attrs.field(factory=DenialTally, kw_only=True)
     _combines: bool = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -312,6 +328,94 @@ class Relay:
             query = AuditQuery(limit=limit, pool_id=pool_filter, events=tuple(events), since=since)
             return tx.read_audit(query)
 
+    # -- reports ----------------------------------------------------------------------------
+
+    def usage_report(
+        self, *, since: int, until: int, every: int | None = None, pool: str | None = None
+    ) -> list[PoolUsage]:
+        """Per pool and period: seats used, peaks, grants, expiries, nodes and denials.
+
+        Replays the audit log's lifecycle rows in pages, one short transaction each, so a
+        running server is never held up. When the log began before `since`, the rows before it
+        are skipped: a first pass over the rows after it finds the leases open at `since`
+        (`OpeningState`), so a dashboard's last day costs a day of rows, not the log's life.
+        With `pool`, only that pool; otherwise every named pool, and the global pool when it
+        has licenses or history.
+        """
+        replay = UsageReplay(period_bounds(since, until, every))
+        with self.store.transaction() as tx:
+            first = tx.scan_audit(LIFECYCLE_EVENTS, None, 1)
+        start: tuple[int, int] | None = None
+        if first and first[0][4] < since:
+            start = (since - 1, _LAST_ID)
+            opening = OpeningState()
+            holders = self._scan(start, opening.feed)
+            replay.seed(*opening.finish(holders), at=since)
+        holders = self._scan(start, replay.feed)
+        with self.store.transaction() as tx:
+            pools = tx.list_pools()
+            denials = tx.read_denials(since - since % 60, until)
+            wanted = self._pool_id(tx, pool)
+        counts: dict[int | None, int] = {}
+        for _, pool_id, _ in holders:
+            counts[pool_id] = counts.get(pool_id, 0) + 1
+        names: dict[int | None, str | None] = {}
+        if pool:
+            names[wanted] = pool
+        else:
+            if None in counts or None in replay.seen() or any(d.pool_id is None for d in denials):
+                names[None] = None
+            names.update({p.id: p.name for p in pools})
+        return replay.finish(counts, denials, names)
+
+    def _scan(
+        self, start: tuple[int, int] | None, feed: Callable[[list[AuditRow]], None]
+    ) -> list[tuple[int, int | None, int | None]]:
+        """Feed every lifecycle row after `start`, a page per transaction; return the license
+        holders as of the last page (so they match the rows fed)."""
+        after = start
+        while True:
+            with self.store.transaction() as tx:
+                rows = tx.scan_audit(LIFECYCLE_EVENTS, after, REPORT_PAGE)
+                holders = tx.license_holders() if len(rows) < REPORT_PAGE else []
+            feed(rows)
+            if len(rows) < REPORT_PAGE:
+                return holders
+            after = (rows[-1][4], rows[-1][0])
+
+    def flush_denials(self) -> int:
+        """Write the 410s counted since the last flush to the store; returns how many.
+
+        On failure the counts are kept for the next flush. Counts for a pool that no longer
+        exists are dropped.
+        """
+        counts = self.denials.drain()
+        if not counts:
+            return 0
+
+        def write(tx: Transaction) -> None:
+            ids: dict[str, int | None] = {}
+            rows: list[DenialCount] = []
+            for (name, minute), count in counts.items():
+                if name is None:
+                    rows.append(DenialCount(None, minute, count))
+                    continue
+                if name not in ids:
+                    found = tx.get_pool(name)
+                    ids[name] = found.id if found else None
+                pool_id = ids[name]
+                if pool_id is not None:
+                    rows.append(DenialCount(pool_id, minute, count))
+            if rows:
+                tx.add_denials(rows)
+
+        try:
+            self._run(write)
+        except BaseException:
+            self.denials.restore(counts)
+            raise
+        return sum(counts.values())
+
     # -- leases -----------------------------------------------------------------------------
 
     @staticmethod
@@ -346,6 +450,7 @@ class Relay:
             self.events.on_claim(pool, ClaimResult.CONFLICT)
             raise
         except NoLicensesAvailableError:
+            self.denials.record(pool, now)
             self.events.on_claim(pool, ClaimResult.EXHAUSTED)
             raise
         self.events.on_claim(pool, _CLAIM_RESULT[lease.status])

@@ -1,4 +1,5 @@
-"""The background cull loop: frees leases whose nodes stopped heartbeating."""
+"""The background loop: frees leases whose nodes stopped heartbeating, and writes the counts of
+refused claims."""
 
 from __future__ import annotations
 
@@ -15,16 +16,19 @@ logger = logging.getLogger("relay")
 class Reaper:
     """Calls `relay.cull()` every `interval` seconds on a thread until `stop()`.
 
-    The first pass runs one interval after `start()`, as Keygen Relay's ticker does. A store
+    The first pass runs one interval after `start()`, as Keygen Relay's ticker does. With
+    `cull=False` (heartbeats off) it only writes the denial counts. Each pass, and `stop()`,
+    writes the 410s counted since the last (`Relay.flush_denials`). A store
     with a ``checkpoint()`` method (SQLite's WAL) gets it called after each pass, so the
     checkpoint work happens here rather than inside some request's commit.
     """
 
-    def __init__(self, relay: Relay, interval: float) -> None:
+    def __init__(self, relay: Relay, interval: float, *, cull: bool = True) -> None:
         if interval <= 0:
             raise ValueError("cull interval must be positive")
         self._relay = relay
         self._interval = interval
+        self._cull = cull
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="relay-reaper", daemon=True)
 
@@ -37,9 +41,28 @@ class Reaper:
         self._stopped.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self._flush_denials()
+
+    def _flush_denials(self) -> None:
+        try:
+            self._relay.flush_denials()
+        except Exception as exc:
+            logger.warning("failed to write denial counts error=%s", exc)
 
     def run_once(self) -> None:
-        """One cull pass (and checkpoint); failures are logged and retried on the next tick."""
+        """One cull pass, denial counts and checkpoint; failures are logged and retried on the
+        next tick."""
+        self._flush_denials()
+        if self._cull:
+            self._cull_once()
+        checkpoint = getattr(self._relay.store, "checkpoint", None)
+        if callable(checkpoint):
+            try:
+                checkpoint()
+            except Exception as exc:
+                logger.warning("store checkpoint failed error=%s", exc)
+
+    def _cull_once(self) -> None:
         try:
             report = self._relay.cull()
         except Exception as exc:
@@ -53,12 +76,6 @@ class Reaper:
                 )
             else:
                 logger.debug("reaper has nothing to cull")
-        checkpoint = getattr(self._relay.store, "checkpoint", None)
-        if callable(checkpoint):
-            try:
-                checkpoint()
-            except Exception as exc:
-                logger.warning("store checkpoint failed error=%s", exc)
 
     def _loop(self) -> None:
         while not self._stopped.wait(self._interval):

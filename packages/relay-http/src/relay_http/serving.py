@@ -29,11 +29,10 @@ from .app import create_app
 from .reaper import Reaper
 
 if TYPE_CHECKING:
+    import cattrs
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from .access import NodeAccess
-    import cattrs
-
     from .metrics import Metrics
 
 __all__ = ["DRAIN_SECONDS", "WAITRESS_SETTINGS", "ServeError", "Server", "serve"]
@@ -185,6 +184,8 @@ class Server:
 
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+DENIAL_FLUSH_SECONDS = 15.0
+"""How often the counts of refused claims are written when there is no cull loop to do it."""
 
 
 def reload_on_signal(access: NodeAccess | None) -> Callable[[int, FrameType | None], None]:
@@ -217,9 +218,10 @@ def serve(
     """Serve the node API on host:port until SIGTERM/SIGINT, then stop gracefully and return.
 
     `admin_token`, `metrics` and `converter` are `create_app`'s. Runs `relay.cull()` every
-    `cull_interval` seconds when it is not None. Raises `ServeError` when the address cannot be
-    bound. Closing `relay.store` is the caller's job. SIGHUP re-reads the token file and
-    allow-list of `access` (and does nothing else).
+    `cull_interval` seconds when it is not None; the same loop writes the counts of refused
+    claims (every 15 s without culling), and once more on stopping. Raises `ServeError` when
+    the address cannot be bound. Closing `relay.store` is the caller's job. SIGHUP re-reads the
+    token file and allow-list of `access` (and does nothing else).
     """
     app = create_app(
         relay,
@@ -231,7 +233,7 @@ def serve(
         metrics=metrics,
         converter=converter,
     )
-    reaper = Reaper(relay, cull_interval) if cull_interval is not None else None
+    reaper = Reaper(relay, cull_interval or DENIAL_FLUSH_SECONDS, cull=cull_interval is not None)
     server = Server(
         app,
         host=host,

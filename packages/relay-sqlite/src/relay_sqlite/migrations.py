@@ -10,7 +10,7 @@ name (`CREATE TABLE "nodes"`), `ADD COLUMN` leaves `, column)` at the end. A fre
 the same list, so a new file and a migrated one are the same schema by construction.
 
 Our additions (`EXTENSIONS`) come after and only add things Keygen Relay ignores: a nullable
-column and two indexes. They are versioned in their own table, `relay_schema`, so
+column, three indexes and a table of our own (`relay_denials`). They are versioned in their own table, `relay_schema`, so
 `schema_migrations` stays exactly Keygen Relay's.
 """
 
@@ -18,7 +18,14 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["EXTENSIONS", "EXTENSION_VERSION", "LATEST_VERSION", "MIGRATIONS", "Migration"]
+__all__ = [
+    "EXTENSIONS",
+    "EXTENSION_VERSION",
+    "LATEST_VERSION",
+    "LIFECYCLE_EVENT_IDS",
+    "MIGRATIONS",
+    "Migration",
+]
 
 
 @attrs.frozen
@@ -288,6 +295,10 @@ LATEST_VERSION = MIGRATIONS[-1].version
 
 # --- our additions --------------------------------------------------------------------------
 
+LIFECYCLE_EVENT_IDS = "(1, 2, 3, 5, 6, 7, 9, 10)"
+"""The audit events that start or end a license, a lease or a node (all but heartbeats and
+pool.added); a query must repeat this exact list for SQLite to use the partial index."""
+
 EXTENSIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -303,6 +314,26 @@ EXTENSIONS: tuple[Migration, ...] = (
             # The cull seeks active nodes by heartbeat; deactivated history is not in it.
             "CREATE INDEX relay_nodes_alive ON nodes (last_heartbeat_at) "
             "WHERE deactivated_at IS NULL",
+        ),
+    ),
+    Migration(
+        2,
+        "report_index_and_denials",
+        (
+            # Reports replay lease and node lifecycles in time order, reading only this index
+            # (it covers every column they need). Heartbeat rows (events 4 and 8, nearly all
+            # of a busy log) are left out, so the heartbeat path pays nothing for it.
+            "CREATE INDEX relay_audit_lifecycle "
+            "ON audit_logs (created_at, id, event_type_id, entity_id, pool_id) "
+            f"WHERE event_type_id IN {LIFECYCLE_EVENT_IDS}",
+            # Claims answered 410, per pool (0 = the global pool) and minute: one row per minute
+            # however often a node retries, and a table Keygen Relay never reads.
+            """CREATE TABLE relay_denials (
+  pool_id INTEGER NOT NULL,
+  minute INTEGER NOT NULL,
+  count INTEGER NOT NULL,
+  PRIMARY KEY (pool_id, minute)
+) WITHOUT ROWID""",
         ),
     ),
 )

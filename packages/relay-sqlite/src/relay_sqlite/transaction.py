@@ -12,6 +12,8 @@ from relay_core.errors import ClaimConflictError, DuplicateLicenseError, Storage
 from relay_core.model import (
     AuditEntry,
     AuditRecord,
+    AuditRow,
+    DenialCount,
     EntityType,
     EventType,
     License,
@@ -143,6 +145,19 @@ def _audit_sql(rows: int) -> str:
 
 _AUDIT_SQL = {rows: _audit_sql(rows) for rows in range(1, 9)}
 _AUDIT_SQL[_AUDIT_CHUNK] = _audit_sql(_AUDIT_CHUNK)
+
+def scan_sql(events: Sequence[EventType], *, paged: bool) -> str:
+    """`scan_audit`'s statement. The event ids are inlined (they are ints), so the lifecycle
+    list reads exactly as the partial index's WHERE clause, which SQLite needs to use it."""
+    ids = "(" + ", ".join(str(int(e)) for e in sorted(set(events))) + ")"
+    return (
+        "SELECT id, event_type_id, CAST(entity_id AS INTEGER), pool_id, created_at "
+        "FROM audit_logs "
+        f"WHERE event_type_id IN {ids}"
+        + (" AND (created_at, id) > (?, ?)" if paged else "")
+        + " ORDER BY created_at, id LIMIT ?"
+    )
+
 
 _RAND_TRIES = 32
 """Draws before falling back to counting the valid free licenses and taking the k-th. The
@@ -403,6 +418,41 @@ class SqliteTransaction:
             )
             for r in self._all(sql, params)
         ]
+
+    def scan_audit(
+        self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
+    ) -> list[AuditRow]:
+        if not events:
+            return []
+        params = [*after, limit] if after is not None else [limit]
+        sql = scan_sql(events, paged=after is not None)
+        rows: list[AuditRow] = self._all(sql, params)
+        return rows
+
+    def license_holders(self) -> list[tuple[int, int | None, int | None]]:
+        rows: list[tuple[int, int | None, int | None]] = self._all(
+            "SELECT id, pool_id, node_id FROM licenses ORDER BY id"
+        )
+        return rows
+
+    # denials; the global pool is stored as pool_id 0 (ids start at 1) so it has a primary key
+    def add_denials(self, counts: Sequence[DenialCount]) -> None:
+        try:
+            self._conn.executemany(
+                "INSERT INTO relay_denials (pool_id, minute, count) VALUES (?, ?, ?) "
+                "ON CONFLICT (pool_id, minute) DO UPDATE SET count = count + excluded.count",
+                [(c.pool_id or 0, c.minute, c.count) for c in counts],
+            )
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    def read_denials(self, since: int | None, until: int | None) -> list[DenialCount]:
+        rows = self._all(
+            "SELECT pool_id, minute, count FROM relay_denials "
+            "WHERE minute >= ? AND minute < ? ORDER BY minute, pool_id",
+            (since if since is not None else -(2**63), until if until is not None else 2**63 - 1),
+        )
+        return [DenialCount(r[0] or None, r[1], r[2]) for r in rows]
 
 
 if TYPE_CHECKING:

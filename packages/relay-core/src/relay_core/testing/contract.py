@@ -51,7 +51,15 @@ from ..errors import (
     PoolNotFoundError,
     RelayError,
 )
-from ..model import AuditEntry, ClaimStatus, EntityType, EventType, NewLicense, Strategy
+from ..model import (
+    AuditEntry,
+    ClaimStatus,
+    DenialCount,
+    EntityType,
+    EventType,
+    NewLicense,
+    Strategy,
+)
 from ..ports import ANY_POOL, AuditQuery, PoolCounts, Store
 from ..service import Relay
 from .clock import FrozenClock
@@ -447,6 +455,88 @@ class StorageContract:
             assert tx.count_by_pool(T0) == [
                 PoolCounts(None, licenses=4, leased=1, free=3, expired=0, nodes_active=1),
                 PoolCounts(p.id, licenses=3, leased=2, free=1, expired=0, nodes_active=1),
+            ]
+
+    def test_audit_scan_pages_through_chosen_events_in_time_order(self, store: Store) -> None:
+        """scan_audit reads the chosen events oldest first by (created_at, id), page by page."""
+        L, N = EntityType.LICENSE, EntityType.NODE
+        with store.transaction() as tx:
+            pool = tx.create_pool("prod", T0)
+            # Written out of time order: a combined batch may commit a later `now` first.
+            tx.append_audit(
+                [
+                    AuditEntry(EventType.LICENSE_LEASED, L, 1, pool.id, T0 + 5),
+                    AuditEntry(EventType.NODE_HEARTBEAT_PING, N, 7, pool.id, T0 + 1),
+                    AuditEntry(EventType.LICENSE_ADDED, L, 1, pool.id, T0 + 1),
+                    AuditEntry(EventType.LICENSE_ADDED, L, 2, None, T0 + 1),
+                    AuditEntry(EventType.NODE_CULLED, N, 7, None, T0 + 9),
+                ]
+            )
+        wanted = (EventType.LICENSE_ADDED, EventType.LICENSE_LEASED, EventType.NODE_CULLED)
+        with store.transaction() as tx:
+            rows = tx.scan_audit(wanted, None, 100)
+            assert [(event, entity, pool_id, t) for _, event, entity, pool_id, t in rows] == [
+                (EventType.LICENSE_ADDED, 1, pool.id, T0 + 1),
+                (EventType.LICENSE_ADDED, 2, None, T0 + 1),
+                (EventType.LICENSE_LEASED, 1, pool.id, T0 + 5),
+                (EventType.NODE_CULLED, 7, None, T0 + 9),
+            ]
+            assert rows[0][0] < rows[1][0]
+            first = tx.scan_audit(wanted, None, 2)
+            assert first == rows[:2]
+            rest = tx.scan_audit(wanted, (first[-1][4], first[-1][0]), 2)
+            assert rest == rows[2:]
+            assert tx.scan_audit(wanted, (rows[-1][4], rows[-1][0]), 2) == []
+            assert tx.scan_audit((EventType.NODE_HEARTBEAT_PING,), None, 10)[0][2] == 7
+            assert tx.scan_audit((), None, 10) == []
+
+    def test_license_holders_name_pool_and_holder_of_every_license(self, store: Store) -> None:
+        """license_holders gives (id, pool, holder) for every license, in id order."""
+        with store.transaction() as tx:
+            pool = tx.create_pool("prod", T0)
+            a = tx.insert_license(_new(1), None, T0)
+            b = tx.insert_license(_new(2), pool.id, T0)
+            c = tx.insert_license(_new(3), pool.id, T0)
+            node = tx.activate_node("fp", T0)
+            leased = tx.lease_free_license(pool.id, node.id, Strategy.FIFO, T0, random.Random(1))
+            assert leased is not None
+            assert leased.id == b.id
+        with store.transaction() as tx:
+            assert tx.license_holders() == [
+                (a.id, None, None),
+                (b.id, pool.id, node.id),
+                (c.id, pool.id, None),
+            ]
+
+    def test_denials_add_up_per_pool_and_minute(self, store: Store) -> None:
+        """Denial counts add up per (pool, minute), the global pool apart, read by minute range."""
+        with store.transaction() as tx:
+            pool = tx.create_pool("prod", T0)
+            tx.add_denials([DenialCount(None, T0, 2), DenialCount(pool.id, T0, 1)])
+        with store.transaction() as tx:
+            tx.add_denials(
+                [
+                    DenialCount(None, T0, 3),
+                    DenialCount(pool.id, T0 + 60, 4),
+                    DenialCount(None, T0 + 120, 1),
+                ]
+            )
+        with store.transaction() as tx:
+            assert tx.read_denials(None, None) == [
+                DenialCount(None, T0, 5),
+                DenialCount(pool.id, T0, 1),
+                DenialCount(pool.id, T0 + 60, 4),
+                DenialCount(None, T0 + 120, 1),
+            ]
+            assert tx.read_denials(T0 + 60, T0 + 120) == [DenialCount(pool.id, T0 + 60, 4)]
+            assert tx.read_denials(T0 + 61, None) == [DenialCount(None, T0 + 120, 1)]
+        with pytest.raises(RuntimeError), store.transaction() as tx:  # noqa: PT012
+            tx.add_denials([DenialCount(None, T0, 100)])
+            raise RuntimeError("roll back")
+        with store.transaction() as tx:
+            assert tx.read_denials(T0, T0 + 1) == [
+                DenialCount(None, T0, 5),
+                DenialCount(pool.id, T0, 1),
             ]
 
     # -- concurrency ------------------------------------------------------------------------

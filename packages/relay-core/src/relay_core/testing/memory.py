@@ -18,7 +18,19 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ..errors import DuplicateLicenseError
-from ..model import AuditEntry, AuditRecord, EntityType, License, NewLicense, Node, Pool, Strategy
+from ..model import (
+    AuditEntry,
+    AuditRecord,
+    AuditRow,
+    DenialCount,
+    EntityType,
+    EventType,
+    License,
+    NewLicense,
+    Node,
+    Pool,
+    Strategy,
+)
 from ..ports import ANY_POOL, AuditQuery, Culled, PoolCounts, PoolFilter
 
 __all__ = ["MemoryStore", "MemoryTransaction"]
@@ -30,6 +42,7 @@ class _Tables:
     licenses: dict[int, License] = attrs.Factory(dict)
     nodes: dict[int, Node] = attrs.Factory(dict)
     audit: list[tuple[int, AuditEntry]] = attrs.Factory(list)
+    denials: dict[tuple[int | None, int], int] = attrs.Factory(dict)
     next_id: dict[str, int] = attrs.Factory(
         lambda: {"pools": 0, "licenses": 0, "nodes": 0, "audit": 0}
     )
@@ -40,6 +53,7 @@ class _Tables:
             dict(self.licenses),
             dict(self.nodes),
             list(self.audit),
+            dict(self.denials),
             dict(self.next_id),
         )
 
@@ -248,6 +262,40 @@ class MemoryTransaction:
                 )
             )
         return records
+
+    def scan_audit(
+        self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
+    ) -> list[AuditRow]:
+        wanted = set(events)
+        rows = sorted(
+            (e.created_at, row_id, e)
+            for row_id, e in self._t.audit
+            if e.event in wanted and (after is None or (e.created_at, row_id) > after)
+        )
+        return [
+            (row_id, int(e.event), e.entity_id, e.pool_id, created_at)
+            for created_at, row_id, e in rows[:limit]
+        ]
+
+    def license_holders(self) -> list[tuple[int, int | None, int | None]]:
+        return [
+            (lic.id, lic.pool_id, lic.node_id)
+            for lic in sorted(self._t.licenses.values(), key=lambda lic: lic.id)
+        ]
+
+    # denials
+    def add_denials(self, counts: Sequence[DenialCount]) -> None:
+        for c in counts:
+            key = (c.pool_id, c.minute)
+            self._t.denials[key] = self._t.denials.get(key, 0) + c.count
+
+    def read_denials(self, since: int | None, until: int | None) -> list[DenialCount]:
+        found = [
+            DenialCount(pool_id, minute, count)
+            for (pool_id, minute), count in self._t.denials.items()
+            if (since is None or minute >= since) and (until is None or minute < until)
+        ]
+        return sorted(found, key=lambda c: (c.minute, c.pool_id is not None, c.pool_id or 0))
 
 
 class MemoryStore:
