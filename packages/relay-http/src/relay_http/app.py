@@ -18,11 +18,10 @@ from .middleware import AccessLog, ClockSigning
 from .wire import JSON, lease_body
 
 if TYPE_CHECKING:
+    import cattrs
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from .access import NodeAccess
-    import cattrs
-
     from .metrics import Metrics
 
 __all__ = ["Fingerprint", "Health", "Nodes", "create_app"]

@@ -29,11 +29,10 @@ from .app import create_app
 from .reaper import Reaper
 
 if TYPE_CHECKING:
+    import cattrs
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from .access import NodeAccess
-    import cattrs
-
     from .metrics import Metrics
 
 __all__ = ["DRAIN_SECONDS", "WAITRESS_SETTINGS", "ServeError", "Server", "serve"]
