@@ -485,6 +485,7 @@ def main() -> int:
         "--wrk", action="store_true", help="measure with wrk (churn and heartbeat) instead"
     )
     parser.add_argument("--wrk-seconds", type=float, default=10.0, help="length of each wrk run")
+    parser.add_argument(
         "--versus-no-metrics",
         action="store_true",
         help="the floor is `relay serve --no-metrics` on a copy of the database",
@@ -515,8 +516,6 @@ def main() -> int:
             relay_proc = subprocess.Popen(command, stdout=log, stderr=log)
             floor_command = [PY, "-c", FLOOR_SERVER, str(floor_port), str(body_size)]
             if args.versus_no_metrics:
-                import shutil
-
                 shutil.copyfile(db, Path(tmp) / "floor.sqlite")
                 floor_command = [str(RELAY), "serve", "--database", str(Path(tmp) / "floor.sqlite"),
                                  "--bind", "127.0.0.1", "--port", str(floor_port), "--threads",
@@ -530,7 +529,13 @@ def main() -> int:
                         args,
                         levels,
                         Target("relay", relay_port, relay_proc.pid, "/v1/nodes/", "/v1/nodes/"),
-                        Target("floor", floor_port, floor_proc.pid, "/v1/nodes/", "/v1/beats/"),
+                        Target(
+                            "floor",
+                            floor_port,
+                            floor_proc.pid,
+                            "/v1/nodes/",
+                            "/v1/nodes/" if args.versus_no_metrics else "/v1/beats/",
+                        ),
                     )
                 else:
                     outcome = bench(
