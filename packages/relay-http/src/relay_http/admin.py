@@ -3,8 +3,9 @@
 Mounted only when an admin token is configured; without one every ``/v1/admin/...`` path is an
 ordinary 404. `AdminAuth` is the one gate: a middleware that answers 401 to any request under
 ``/v1/admin`` whose ``Authorization: Bearer <token>`` is missing or wrong (compared in constant
-time). It runs inside `ClockSigning`, so a 401 is signed like every other answer, and the
-token is never logged (the access log has no headers).
+time); HTTP Basic credentials ``admin:<token>``, which the dashboard's browser sends, count
+too. It runs inside `ClockSigning`, so a 401 is signed like every other answer, and the token
+is never logged (the access log has no headers).
 
 Bodies are JSON built by the converter the composition root hands in (see
 `relay_core.convert`).
@@ -12,6 +13,7 @@ Bodies are JSON built by the converter the composition root hands in (see
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from typing import Any
@@ -22,9 +24,35 @@ from relay_core import PoolNotFoundError, Relay, RelayError
 
 from .wire import JSON, go_json
 
-__all__ = ["ADMIN_PREFIX", "AdminAuth", "AdminPoolNotFoundError", "add_admin_routes"]
+__all__ = [
+    "ADMIN_PREFIX",
+    "ADMIN_USER",
+    "AdminAuth",
+    "AdminPoolNotFoundError",
+    "add_admin_routes",
+    "basic_credentials_match",
+]
 
 ADMIN_PREFIX = "/v1/admin"
+ADMIN_USER = "admin"
+"""The user name of HTTP Basic credentials (the dashboard's browser sign-in); the password is
+the admin token."""
+
+
+def basic_credentials_match(header: str, token_digest: bytes) -> bool:
+    """True when `header` is ``Basic base64(admin:<token>)`` for the token with this SHA-256.
+
+    Compared as digests in constant time, like the bearer token.
+    """
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        user, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    presented = hashlib.sha256(password.encode("utf-8", "surrogateescape")).digest()
+    return hmac.compare_digest(presented, token_digest) and user == ADMIN_USER
 
 
 class AdminPoolNotFoundError(RelayError):
@@ -47,7 +75,10 @@ class AdminAuth:
         path = req.path
         if path != ADMIN_PREFIX and not path.startswith(ADMIN_PREFIX + "/"):
             return
-        scheme, _, given = (req.get_header("Authorization") or "").partition(" ")
+        header = req.get_header("Authorization") or ""
+        if basic_credentials_match(header, self._digest):
+            return  # the dashboard's browser, signed in as admin
+        scheme, _, given = header.partition(" ")
         presented = hashlib.sha256(given.strip().encode("utf-8", "surrogateescape")).digest()
         # Digests of equal length, compared in constant time: neither the position of the
         # first wrong byte nor the token's length shows in the time taken.

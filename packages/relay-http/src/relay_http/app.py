@@ -128,8 +128,11 @@ def create_app(
         from relay_core.convert import make_converter
 
         from .admin import add_admin_routes
+        from .dashboard import add_dashboard_routes
 
-        add_admin_routes(app, relay, converter or make_converter())
+        admin_converter = converter or make_converter()
+        add_admin_routes(app, relay, admin_converter)
+        add_dashboard_routes(app, relay, admin_converter, admin_token)
     if metrics is not None:
         from .metrics import MetricsResource
 
