@@ -88,7 +88,7 @@ def test_dashboard_shows_and_follows_the_seats(
     expect(page.locator("#holders tr")).to_have_count(1)
     expect(page.locator("#holders")).to_contain_text("node-a")
 
-    # A claim over HTTP shows within the refresh interval (3 s; allow for a loaded machine).
+    # A claim over HTTP shows within the refresh interval (5 s; allow for a loaded machine).
     assert server.claim("node-b", "prod").status == 201
     expect(page.locator(f"{card(page, 'prod')} [data-seats]")).to_have_text("2 / 3", timeout=15_000)
     expect(page.locator(f"{card(page, 'prod')} [data-free]")).to_have_text("1")
