@@ -262,3 +262,10 @@ def test_checks_guard_only_the_node_routes(relay: Relay, tmp_path: Path) -> None
     app.add_route("/v1/admin/nodes/{fingerprint}", Other())
     assert request(app, "DELETE", "/v1/admin/nodes/a").status_code == 204
     assert request(app, "DELETE", "/v1/nodes/a").status_code == 401
+
+
+def test_token_is_checked_before_a_wrong_method_is_answered(relay: Relay, tmp_path: Path) -> None:
+    tokens = WatchedFile(_file(tmp_path, "t", "alpha\n"), read_tokens, what="t")
+    app = create_app(relay, access=NodeAccess(tokens=tokens))
+    assert request(app, "GET", "/v1/nodes/a").status_code == 401
+    assert request(app, "GET", "/v1/nodes/a", {"Authorization": "Bearer alpha"}).status_code == 405
