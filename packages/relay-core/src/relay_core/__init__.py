@@ -54,6 +54,7 @@ from .ports import (
     Transaction,
 )
 from .service import CullReport, LicenseSource, Relay, SystemClock
+from .waiting import Ticket, WaitQueue
 
 try:
     __version__ = version("relay-core")
@@ -104,7 +105,9 @@ __all__ = [
     "Store",
     "Strategy",
     "SystemClock",
+    "Ticket",
     "Transaction",
     "VerificationError",
+    "WaitQueue",
     "__version__",
 ]

@@ -40,6 +40,7 @@ from .model import (
 )
 from .ports import (
     ANY_POOL,
+    AnyPool,
     AuditQuery,
     Clock,
     CombiningStore,
@@ -50,6 +51,7 @@ from .ports import (
     Transaction,
     VerifierFactory,
 )
+from .waiting import Ticket, WaitQueue
 
 __all__ = ["CullReport", "LicenseSource", "Relay", "SystemClock", "read_license_source"]
 
@@ -118,6 +120,8 @@ class Relay:
     audit: bool = attrs.field(default=True, kw_only=True)
     rng: random.Random = attrs.field(factory=random.Random, kw_only=True)
     verifier: VerifierFactory = attrs.field(default=_keygen_factory, kw_only=True)
+    queue: WaitQueue | None = attrs.field(default=None, kw_only=True)
+    """The wait queue whose head ticket is owed the next free seat (None: nobody waits)."""
     _combines: bool = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -199,6 +203,7 @@ class Relay:
                     for lic in added
                 ],
             )
+        self.seats_freed(pool_name)
         return added
 
     def add_license(
@@ -302,17 +307,33 @@ class Relay:
             raise PoolNotFoundError(name)
         return found.id
 
-    def claim(self, fingerprint: str, pool: str | None = None) -> Lease:
+    def claim(
+        self, fingerprint: str, pool: str | None = None, *, ticket: Ticket | None = None
+    ) -> Lease:
         """Lease a free license to the node, or extend the lease it already holds in this pool.
 
         Raises `PoolNotFoundError`, `ClaimConflictError` (heartbeats off and already leased, or a
         lease held in another pool while this one has a free license), or
-        `NoLicensesAvailableError`.
+        `NoLicensesAvailableError` (also when the free seat is owed to a waiting node of
+        `queue`: only the claim holding the pool's head `ticket` may take it).
         """
         now = self._now()
-        return self._run(lambda tx: self._claim(tx, fingerprint, pool, now))
+        return self._run(lambda tx: self._claim(tx, fingerprint, pool, now, ticket))
 
-    def _claim(self, tx: Transaction, fingerprint: str, pool: str | None, now: int) -> Lease:
+    def seats_freed(self, pool: str | AnyPool | None = ANY_POOL) -> None:
+        """Tell the wait queue that seats of `pool` may be free; every use case that frees or
+        adds seats (release, cull, add, force release) calls this after its commit."""
+        if self.queue is not None:
+            self.queue.freed(pool)
+
+    def _claim(
+        self,
+        tx: Transaction,
+        fingerprint: str,
+        pool: str | None,
+        now: int,
+        ticket: Ticket | None = None,
+    ) -> Lease:
         pool_id = self._pool_id(tx, pool)
         found = tx.get_node_lease(fingerprint)
         entries: list[AuditEntry] = []
@@ -352,6 +373,8 @@ class Relay:
             entries.append(
                 AuditEntry(EventType.NODE_ACTIVATED, EntityType.NODE, node.id, pool_id, now)
             )
+        if self.queue is not None and not self.queue.may_lease(pool or None, ticket, self.clock.now()):
+            raise NoLicensesAvailableError()
         lic = tx.lease_free_license(pool_id, node.id, self.strategy, now, self.rng)
         if lic is None:
             raise NoLicensesAvailableError()
@@ -396,6 +419,7 @@ class Relay:
         """
         now = self._now()
         held = self._run(lambda tx: self._release(tx, fingerprint, pool, now))
+        self.seats_freed(pool or None)
         return attrs.evolve(held, node_id=None, last_released_at=now)
 
     def _release(self, tx: Transaction, fingerprint: str, pool: str | None, now: int) -> License:
@@ -425,4 +449,6 @@ class Relay:
             released += sum(1 for c in batch if c.license_id is not None)
             culled += len(batch)
             if len(batch) < CULL_BATCH:
+                if released:
+                    self.seats_freed(ANY_POOL)
                 return CullReport(released=released, culled=culled)
