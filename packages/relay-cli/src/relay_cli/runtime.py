@@ -80,9 +80,11 @@ class Runtime:
         strategy: Strategy | str = "fifo",
         ttl: float = 60,
         heartbeats: bool = True,
+        waiting: bool = False,
     ) -> Relay:
-        """The service over the store, with the global audit setting and the injected clock."""
-        from relay_core import Relay
+        """The service over the store, with the global audit setting and the injected clock;
+        with `waiting`, a wait queue that claims honour (no overtaking of waiting nodes)."""
+        from relay_core import Relay, WaitQueue
 
         return Relay(
             self.store,
@@ -91,6 +93,7 @@ class Runtime:
             ttl=ttl,
             heartbeats=heartbeats,
             audit=self.settings.audit,
+            queue=WaitQueue() if waiting else None,
         )
 
     def close(self) -> None:

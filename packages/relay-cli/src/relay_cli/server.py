@@ -41,6 +41,8 @@ class ServeOptions:
     cull_interval: float
     pool: str | None
     threads: int
+    max_wait: int = 60
+    max_waiting: int = 256
 
 
 def _duration_flag(value: str | None, flag: str) -> float | None:
@@ -65,6 +67,8 @@ def resolve_options(
     pool: str | None,
     threads: int | None,
     lock: LockConfig | None = None,
+    max_wait: str | None = None,
+    max_waiting: int | None = None,
 ) -> ServeOptions:
     """Combine flags (first), environment (first non-zero) and defaults; raise `UsageError`.
 
@@ -130,6 +134,8 @@ def resolve_options(
     else:
         secret = env_str(environ, "RELAY_SIGNING_SECRET")
     pool = pool if pool is not None else env_str(environ, "RELAY_POOL")
+    wait_s = _max_wait(environ, max_wait)
+    waiting_n = _max_waiting(environ, max_waiting)
     return ServeOptions(
         host=host,
         port=port,
@@ -140,7 +146,53 @@ def resolve_options(
         cull_interval=cull_s,
         pool=pool or None,
         threads=threads,
+        max_wait=wait_s,
+        max_waiting=waiting_n,
     )
+
+
+def _whole_seconds(text: str) -> int:
+    """A bare number of seconds (``30``) or a Go duration of whole seconds (``1m``)."""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    seconds = parse_duration(text)
+    if seconds < 0:
+        raise DurationError("must not be negative")
+    if seconds != int(seconds):
+        raise DurationError("must be whole seconds")
+    return int(seconds)
+
+
+def _max_wait(environ: Mapping[str, str], flag: str | None) -> int:
+    """``--max-wait``, else ``RELAY_MAX_WAIT`` (where ``0`` disables waiting too), else 60."""
+    if flag is not None:
+        try:
+            return _whole_seconds(flag)
+        except DurationError as exc:
+            raise UsageError(f'invalid argument "{flag}" for "--max-wait" flag: {exc}') from None
+    value = environ.get("RELAY_MAX_WAIT", "")
+    if not value:
+        return 60
+    try:
+        return _whole_seconds(value)
+    except DurationError as exc:
+        raise UsageError(f'invalid RELAY_MAX_WAIT "{value}": {exc}') from None
+
+
+def _max_waiting(environ: Mapping[str, str], flag: int | None) -> int:
+    """``--max-waiting``, else ``RELAY_MAX_WAITING``, else 256; never negative."""
+    if flag is not None:
+        if flag < 0:
+            raise UsageError(
+                f'invalid argument "{flag}" for "--max-waiting" flag: must not be negative'
+            )
+        return flag
+    value = environ.get("RELAY_MAX_WAITING", "")
+    if not value:
+        return 256
+    if not (value.isascii() and value.isdigit()):
+        raise UsageError(f'invalid RELAY_MAX_WAITING "{value}": must be a whole number')
+    return int(value)
 
 
 def serve(
@@ -154,6 +206,8 @@ def serve(
     cull_interval: str | None = None,
     pool: str | None = None,
     threads: int | None = None,
+    max_wait: str | None = None,
+    max_waiting: int | None = None,
     runtime: Annotated[Runtime, Parameter(parse=False)],
 ) -> int:
     """run the relay server to manage license distribution
@@ -180,6 +234,10 @@ def serve(
         pool to serve licenses from [$RELAY_POOL=prod]
     threads
         worker threads serving requests (default 16) [$RELAY_THREADS=16]
+    max_wait
+        longest wait for a seat a claim may ask for with "Prefer: wait=N", in seconds or as a duration; 0 disables waiting (default 60) [$RELAY_MAX_WAIT=60]
+    max_waiting
+        claims waiting for a seat at once; the next one gets 410 with Retry-After (default 256) [$RELAY_MAX_WAITING=256]
     """
     options = resolve_options(
         runtime.environ,
@@ -193,8 +251,15 @@ def serve(
         pool=pool,
         threads=threads,
         lock=runtime.lock,
+        max_wait=max_wait,
+        max_waiting=max_waiting,
     )
-    relay = runtime.relay(strategy=options.strategy, ttl=options.ttl, heartbeats=options.heartbeats)
+    relay = runtime.relay(
+        strategy=options.strategy,
+        ttl=options.ttl,
+        heartbeats=options.heartbeats,
+        waiting=options.max_wait > 0,
+    )
 
     import relay_http
 
@@ -222,6 +287,8 @@ def serve(
         cull_interval=options.cull_interval if options.heartbeats else None,
         threads=options.threads,
         ready=ready,
+        max_wait=options.max_wait,
+        max_waiting=options.max_waiting,
     )
     log.info("server stopped")
     return 0

@@ -13,6 +13,7 @@ from .errors import (
     install_error_handlers,
 )
 from .middleware import AccessLog, ClockSigning
+from .waiting import WaitRoom
 from .wire import JSON, lease_body
 
 __all__ = ["Fingerprint", "Health", "Nodes", "create_app"]
@@ -38,9 +39,10 @@ class Health:
 class Nodes:
     """``/v1/nodes/{fingerprint}``: PUT claims or extends a lease, DELETE releases it."""
 
-    def __init__(self, relay: Relay, pool: str | None) -> None:
+    def __init__(self, relay: Relay, pool: str | None, waiting: WaitRoom | None = None) -> None:
         self._relay = relay
         self._pool = pool or None
+        self._waiting = waiting
 
     def _effective_pool(self, req: falcon.Request, fingerprint: str) -> str | None:
         """Checks the fingerprint's size and applies the Relay-Pool rules of spec §3.4."""
@@ -56,7 +58,19 @@ class Nodes:
         return header
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, fingerprint: str) -> None:
-        lease = self._relay.claim(fingerprint, self._effective_pool(req, fingerprint))
+        pool = self._effective_pool(req, fingerprint)
+        wait = None if self._waiting is None else self._waiting.applied_wait(req.get_header("Prefer"))
+        if wait is None:
+            lease = self._relay.claim(fingerprint, pool)
+        else:
+            assert self._waiting is not None
+            lease = self._waiting.claim(
+                fingerprint,
+                pool,
+                wait,
+                disconnected=req.env.get("waitress.client_disconnected"),
+                applied=lambda: resp.set_header("Preference-Applied", f"wait={wait}"),
+            )
         resp.status = _CLAIM_STATUS[lease.status]
         resp.content_type = JSON
         resp.data = lease_body(lease)
@@ -68,12 +82,17 @@ class Nodes:
 
 
 def create_app(
-    relay: Relay, *, pool: str | None = None, signing_secret: str | None = None
+    relay: Relay,
+    *,
+    pool: str | None = None,
+    signing_secret: str | None = None,
+    waiting: WaitRoom | None = None,
 ) -> falcon.App[falcon.Request, falcon.Response]:
     """The node API over `relay`, serving licenses from `pool` (None or "" = the global pool).
 
-    With a non-empty `signing_secret` every response carries `Relay-Signature`. Reads no
-    environment, so it can be mounted in any WSGI stack.
+    With a non-empty `signing_secret` every response carries `Relay-Signature`. With `waiting`,
+    a claim with ``Prefer: wait=N`` waits for a seat. Reads no environment, so it can be
+    mounted in any WSGI stack.
     """
     app: falcon.App[falcon.Request, falcon.Response] = falcon.App(
         middleware=[ClockSigning(relay.clock, signing_secret), AccessLog()]
@@ -83,6 +102,6 @@ def create_app(
     app.req_options.strip_url_path_trailing_slash = False
     app.add_route("/v1/health", Health())
     app.router_options.converters["fp"] = Fingerprint
-    app.add_route("/v1/nodes/{fingerprint:fp}", Nodes(relay, pool))
+    app.add_route("/v1/nodes/{fingerprint:fp}", Nodes(relay, pool, waiting))
     install_error_handlers(app)
     return app

@@ -22,6 +22,7 @@ from relay_core import (
     StorageBusyError,
 )
 
+from .waiting import RETRY_AFTER_SECONDS, WaitingFullError
 from .wire import JSON, error_body
 
 __all__ = [
@@ -95,6 +96,9 @@ ERROR_TABLE: dict[type[Exception], ErrorRule] = {
         falcon.HTTP_409, "failed to claim license due to conflict", logging.WARNING
     ),
     NoLicensesAvailableError: ErrorRule(falcon.HTTP_410, "no licenses available", logging.WARNING),
+    WaitingFullError: ErrorRule(
+        falcon.HTTP_410, "no licenses available", logging.WARNING, retry_after=RETRY_AFTER_SECONDS
+    ),
     StorageBusyError: ErrorRule(falcon.HTTP_503, None, logging.ERROR, retry_after=1),
     RelayError: ErrorRule(falcon.HTTP_500, None, logging.ERROR),
     Exception: ErrorRule(falcon.HTTP_500, None, logging.ERROR, traceback=True),

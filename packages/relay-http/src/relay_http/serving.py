@@ -27,6 +27,7 @@ from waitress.server import BaseWSGIServer
 
 from .app import create_app
 from .reaper import Reaper
+from .waiting import DEFAULT_MAX_WAITING, WaitRoom, WorkerHandoff
 
 __all__ = ["DRAIN_SECONDS", "WAITRESS_SETTINGS", "ServeError", "Server", "serve"]
 
@@ -62,6 +63,13 @@ class QuietChannel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
             return True
         return bool(self.total_outbufs_len) and not self.requests
 
+    def readable(self) -> bool:
+        # With `channel_request_lookahead` (set when claims may wait) the loop reads while a
+        # request is in service, which is how a parked request learns that its client hung up
+        # (`connected` turns False). After that the socket reports end-of-file on every poll:
+        # stop polling it until the request ends and the channel closes.
+        return bool(self.connected and super().readable())
+
 
 class ServeError(RelayError):
     """Raised when the server cannot listen on the requested address."""
@@ -88,11 +96,15 @@ class Server:
         threads: int = 16,
         connection_limit: int = 1000,
         reaper: Reaper | None = None,
+        waiting: WaitRoom | None = None,
         **adjustments: Any,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ServeError(f"listen tcp {host}:{port}: invalid port")
         settings = {**WAITRESS_SETTINGS, **adjustments}
+        if waiting is not None:
+            # Read while a request is parked, to notice a client that hangs up.
+            settings.setdefault("channel_request_lookahead", 1)
         bind_host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         self._map: dict[int, Any] = {}
         try:
@@ -112,6 +124,11 @@ class Server:
             if isinstance(dispatcher, BaseWSGIServer):
                 dispatcher.channel_class = QuietChannel
         self._reaper = reaper
+        self._waiting = waiting
+        self._handoff: WorkerHandoff | None = None
+        if waiting is not None:
+            self._handoff = WorkerHandoff(self._wsgi.task_dispatcher, threads)
+            waiting.handoff = self._handoff
         self._stop_requested = False
         self._closed = False
         # waitress warns on every burst of queued requests; that is load, not an operator problem.
@@ -146,6 +163,8 @@ class Server:
             self.close()
 
     def _drain(self) -> None:
+        if self._waiting is not None:
+            self._waiting.close()  # parked claims answer now rather than hold up the stop
         for dispatcher in list(self._map.values()):
             if isinstance(dispatcher, BaseWSGIServer):
                 # Stop accepting; the wake-up pipe stays open until close().
@@ -172,6 +191,10 @@ class Server:
         self._closed = True
         if self._reaper is not None:
             self._reaper.stop()
+        if self._waiting is not None:
+            self._waiting.close()
+        if self._handoff is not None:
+            self._handoff.close()
         self._wsgi.task_dispatcher.shutdown(cancel_pending=True, timeout=DRAIN_SECONDS)
         wasyncore.close_all(self._map)
 
@@ -190,13 +213,20 @@ def serve(
     threads: int = 16,
     connection_limit: int = 1000,
     ready: Callable[[str, int], None] | None = None,
+    max_wait: int = 0,
+    max_waiting: int = DEFAULT_MAX_WAITING,
 ) -> None:
     """Serve the node API on host:port until SIGTERM/SIGINT, then stop gracefully and return.
 
-    Runs `relay.cull()` every `cull_interval` seconds when it is not None. Raises `ServeError`
-    when the address cannot be bound. Closing `relay.store` is the caller's job.
+    Runs `relay.cull()` every `cull_interval` seconds when it is not None. With `max_wait` > 0
+    (seconds) and a `relay.queue`, claims with ``Prefer: wait=N`` wait for a seat, at most
+    `max_waiting` at a time. Raises `ServeError` when the address cannot be bound. Closing
+    `relay.store` is the caller's job.
     """
-    app = create_app(relay, pool=pool, signing_secret=signing_secret)
+    waiting = None
+    if max_wait > 0 and relay.queue is not None:
+        waiting = WaitRoom(relay, max_wait=max_wait, max_waiting=max_waiting)
+    app = create_app(relay, pool=pool, signing_secret=signing_secret, waiting=waiting)
     reaper = Reaper(relay, cull_interval) if cull_interval is not None else None
     server = Server(
         app,
@@ -205,6 +235,7 @@ def serve(
         threads=threads,
         connection_limit=connection_limit,
         reaper=reaper,
+        waiting=waiting,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
