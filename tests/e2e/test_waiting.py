@@ -29,7 +29,9 @@ def put(
     """One PUT on its own connection, with an optional ``Prefer`` header."""
     conn = http.client.HTTPConnection(server.host, server.port, timeout=timeout)
     try:
-        conn.request("PUT", f"/v1/nodes/{fingerprint}", headers={"Prefer": prefer} if prefer else {})
+        conn.request(
+            "PUT", f"/v1/nodes/{fingerprint}", headers={"Prefer": prefer} if prefer else {}
+        )
         resp = conn.getresponse()
         return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
     finally:

@@ -373,7 +373,8 @@ class Relay:
             entries.append(
                 AuditEntry(EventType.NODE_ACTIVATED, EntityType.NODE, node.id, pool_id, now)
             )
-        if self.queue is not None and not self.queue.may_lease(pool or None, ticket, self.clock.now()):
+        queue = self.queue
+        if queue is not None and not queue.may_lease(pool or None, ticket, self.clock.now()):
             raise NoLicensesAvailableError()
         lic = tx.lease_free_license(pool_id, node.id, self.strategy, now, self.rng)
         if lic is None:

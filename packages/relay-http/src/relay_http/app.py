@@ -59,12 +59,12 @@ class Nodes:
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, fingerprint: str) -> None:
         pool = self._effective_pool(req, fingerprint)
-        wait = None if self._waiting is None else self._waiting.applied_wait(req.get_header("Prefer"))
-        if wait is None:
+        waiting = self._waiting
+        wait = None if waiting is None else waiting.applied_wait(req.get_header("Prefer"))
+        if waiting is None or wait is None:
             lease = self._relay.claim(fingerprint, pool)
         else:
-            assert self._waiting is not None
-            lease = self._waiting.claim(
+            lease = waiting.claim(
                 fingerprint,
                 pool,
                 wait,
