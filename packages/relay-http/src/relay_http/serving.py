@@ -63,13 +63,6 @@ class QuietChannel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
             return True
         return bool(self.total_outbufs_len) and not self.requests
 
-    def readable(self) -> bool:
-        # With `channel_request_lookahead` (set when claims may wait) the loop reads while a
-        # request is in service, which is how a parked request learns that its client hung up
-        # (`connected` turns False). After that the socket reports end-of-file on every poll:
-        # stop polling it until the request ends and the channel closes.
-        return bool(self.connected and super().readable())
-
 
 class ServeError(RelayError):
     """Raised when the server cannot listen on the requested address."""
@@ -103,7 +96,8 @@ class Server:
             raise ServeError(f"listen tcp {host}:{port}: invalid port")
         settings = {**WAITRESS_SETTINGS, **adjustments}
         if waiting is not None:
-            # Read while a request is parked, to notice a client that hangs up.
+            # Read while a request is in service: a parked request learns that its client hung
+            # up (end-of-file closes the channel, and `waitress.client_disconnected` says so).
             settings.setdefault("channel_request_lookahead", 1)
         bind_host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         self._map: dict[int, Any] = {}
