@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 from relay_client import NoSeatError
-from relay_client.engine import WAIT_TIMEOUT_MARGIN, Flow, Sleep
+from relay_client.engine import MAX_ASKED_WAIT, WAIT_TIMEOUT_MARGIN, Flow, Sleep
 from relay_client.wire import Request, Response
 
 from .test_engine import GONE, GRANT, Tick, engine
@@ -52,12 +53,12 @@ def test_wait_is_asked_of_the_relay_with_a_longer_timeout() -> None:
     assert steps[0].timeout == 30 + WAIT_TIMEOUT_MARGIN
 
 
-def test_relay_that_waited_its_maximum_is_asked_again_for_the_rest_at_once() -> None:
-    """A 410 after the relay's capped wait (Preference-Applied) re-asks for the time left."""
+def test_relay_that_waited_its_maximum_is_asked_again_at_once() -> None:
+    """A 410 after the relay's capped wait (Preference-Applied) asks again at once, capped."""
     tick = Tick()
     script = [(gone(preference_applied="wait=10"), 10.0), (GRANT, 1.0)]
     _, steps = drive(engine(tick).acquire("fp", 25), tick, script)
-    assert prefers(steps) == ["wait=25", "wait=15"]
+    assert prefers(steps) == ["wait=25", "wait=10"]
 
 
 def test_relay_without_a_queue_is_polled() -> None:
@@ -89,3 +90,13 @@ def test_no_wait_sends_no_preference() -> None:
     tick = Tick()
     _, steps = drive(engine(tick).acquire("fp", None), tick, [(GRANT, 0.0)])
     assert prefers(steps) == [None]
+
+
+def test_endless_wait_asks_for_at_most_what_the_relay_applies() -> None:
+    """wait=math.inf asks for the client's maximum once, then for the relay's cap."""
+    tick = Tick()
+    applied = gone(preference_applied="wait=60")
+    script = [(applied, 60.0), (applied, 60.0), (GRANT, 1.0)]
+    _, steps = drive(engine(tick).acquire("fp", math.inf), tick, script)
+    assert prefers(steps) == [f"wait={MAX_ASKED_WAIT}", "wait=60", "wait=60"]
+    assert steps[1].timeout == 60 + WAIT_TIMEOUT_MARGIN

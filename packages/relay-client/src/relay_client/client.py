@@ -166,7 +166,9 @@ class RelayClient(ClientBase[Callable[[float], None]]):
         """Return if the relay answers its health check (signed, when a secret is set); else raise."""
         run_blocking(self._engine.health(), self._transport.send, self._sleep)
 
-    def acquire(self, *, wait: float | timedelta | None = None, on_lost: OnLost | None = None) -> Lease:
+    def acquire(
+        self, *, wait: float | timedelta | None = None, on_lost: OnLost | None = None
+    ) -> Lease:
         """Claim a seat and start heartbeating; the caller must `release()` it.
 
         `wait`: seconds (or a `timedelta`) to keep trying while no seat is free (410) or the
@@ -193,7 +195,9 @@ class RelayClient(ClientBase[Callable[[float], None]]):
         return lease
 
     @contextlib.contextmanager
-    def lease(self, *, wait: float | timedelta | None = None, on_lost: OnLost | None = None) -> Iterator[Lease]:
+    def lease(
+        self, *, wait: float | timedelta | None = None, on_lost: OnLost | None = None
+    ) -> Iterator[Lease]:
         """``with client.lease() as lease:`` — claimed on entry, released on any exit."""
         held = self.acquire(wait=wait, on_lost=on_lost)
         try:

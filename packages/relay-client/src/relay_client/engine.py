@@ -44,6 +44,10 @@ Flow = Generator[Step, Response | None, T]
 WAIT_TIMEOUT_MARGIN = 10.0
 """A claim that asks the relay to wait N seconds allows N + this for the answer."""
 
+MAX_ASKED_WAIT = 3600
+"""The longest wait one claim asks for; a relay caps it further (and says so), and the client
+asks again for the rest, never more than the relay applied the last time."""
+
 
 class _NoSeatYet(NoSeatError):
     """A 410 with what it says about waiting: the wait the relay applied (``Preference-Applied:
@@ -113,9 +117,10 @@ class Engine:
         start = self.clock()
         attempt = 0
         queued = bool(wait)  # until the relay shows it does not wait for us
+        cap = MAX_ASKED_WAIT
         while True:
             left = (wait or 0.0) - (self.clock() - start)
-            asked = math.ceil(left) if queued and left > 0 else None
+            asked = math.ceil(min(left, cap)) if queued and left > 0 else None
             sent = self.clock()
             try:
                 return (yield from self._claim_once(fingerprint, asked))
@@ -132,15 +137,15 @@ class Engine:
                         delay = float(exc.retry_after)  # every waiting place taken
                     elif exc.applied is None:
                         queued = False  # a relay without a wait queue: poll it
-                    elif self.clock() - sent >= exc.applied / 2:
-                        attempt, delay = -1, 0.0  # it waited its maximum: ask again at once
+                    else:
+                        cap = max(1, min(cap, exc.applied))
+                        if self.clock() - sent >= exc.applied / 2:
+                            attempt, delay = -1, 0.0  # it waited its maximum: ask again at once
             attempt += 1
             if delay > 0:
                 yield Sleep(min(delay, remaining))
 
-    def _claim_once(
-        self, fingerprint: str, wait: int | None = None
-    ) -> Flow[tuple[Grant, float]]:
+    def _claim_once(self, fingerprint: str, wait: int | None = None) -> Flow[tuple[Grant, float]]:
         request = self.wire.claim(fingerprint)
         if wait is not None:
             request = replace(
