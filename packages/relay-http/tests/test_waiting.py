@@ -88,6 +88,8 @@ def parked(room: WaitRoom, count: int) -> None:
 def test_release_wakes_the_parked_claim(room_relay: Callable[..., tuple[Relay, WaitRoom]]) -> None:
     """A parked claim gets the seat as soon as the holder releases it."""
     relay, room = room_relay()
+    waited: list[tuple[str | None, float, bool]] = []
+    room.on_waited = lambda pool, seconds, granted: waited.append((pool, seconds, granted))
     relay.claim("holder")
     applied: list[bool] = []
     waiter = Waiter(room, "waiter", 30, applied=lambda: applied.append(True))
@@ -99,6 +101,10 @@ def test_release_wakes_the_parked_claim(room_relay: Callable[..., tuple[Relay, W
     assert waiter.result.status is ClaimStatus.CREATED
     assert applied == [True]
     assert room.parked == 0
+    assert len(waited) == 1
+    assert waited[0][0] is None
+    assert 0 < waited[0][1] < 30
+    assert waited[0][2] is True
     assert relay.queue is not None
     assert len(relay.queue) == 0
 

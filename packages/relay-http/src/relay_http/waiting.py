@@ -126,15 +126,26 @@ class WorkerHandoff:
             self._closed = True
 
 
+Waited = Callable[[str | None, float, bool], None]
+"""Told of each parked claim when it ends: its pool, the seconds it waited, whether it got a
+seat (for a wait-time histogram)."""
+
+
 class WaitRoom:
     """Parks waiting claims of one process and wakes them through `relay.queue`.
 
     `max_wait` caps ``Prefer: wait`` (0 disables waiting), `max_waiting` bounds the parked
-    requests. Registers itself as the queue's `wake` callback.
+    requests, `on_waited` observes each parked claim's wait. Registers itself as the queue's
+    `wake` callback.
     """
 
     def __init__(
-        self, relay: Relay, *, max_wait: int, max_waiting: int = DEFAULT_MAX_WAITING
+        self,
+        relay: Relay,
+        *,
+        max_wait: int,
+        max_waiting: int = DEFAULT_MAX_WAITING,
+        on_waited: Waited | None = None,
     ) -> None:
         if relay.queue is None:
             raise ValueError("waiting needs a relay with a wait queue")
@@ -145,6 +156,7 @@ class WaitRoom:
         self.max_wait = max_wait
         self.max_waiting = max_waiting
         self.handoff: Handoff = _StayOnThread()
+        self.on_waited = on_waited
         self._events: dict[Ticket, threading.Event] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -213,13 +225,18 @@ class WaitRoom:
             self._events[ticket] = event
         if applied is not None:
             applied()
+        granted = False
         try:
             with self.handoff.parked():
-                return self._wait(ticket, event, deadline, gone)
+                lease = self._wait(ticket, event, deadline, gone)
+            granted = True
+            return lease
         finally:
             with self._lock:
                 del self._events[ticket]
             self._queue.leave(ticket)
+            if self.on_waited is not None:
+                self.on_waited(ticket.pool, time.monotonic() - deadline + wait, granted)
 
     def _wait(
         self, ticket: Ticket, event: threading.Event, deadline: float, gone: Callable[[], bool]
