@@ -135,7 +135,7 @@ def park(port: int, count: int) -> list[socket.socket]:
         sock = socket.create_connection(("127.0.0.1", port))
         sock.sendall(request.format(f"bench-waiter-{n:03d}").encode())
         socks.append(sock)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=130)
         conn.request(
@@ -146,7 +146,11 @@ def park(port: int, count: int) -> list[socket.socket]:
         conn.close()
         if resp.getheader("Retry-After"):
             return socks
-    raise SystemExit("the waiters never all parked")
+    import select
+
+    answered, _, _ = select.select(socks, [], [], 0)
+    first = answered[0].recv(300).decode(errors="replace") if answered else ""
+    raise SystemExit(f"the waiters never all parked: {len(answered)} answered early: {first!r}")
 
 
 def run_round(root: Path, waiters: int, seconds: float, waiting_first: bool) -> dict[str, float]:
