@@ -269,3 +269,17 @@ def test_killed_server_leaves_no_queue_state(ws: Workspace, serve: ServerFactory
     assert held_by(ws) == ["fresh"]
     assert ws.query("SELECT count(*) FROM nodes WHERE fingerprint LIKE 'w_'") == [(0,)]
     assert [line for line in ws.snapshot() if line.startswith("CREATE")] == schema
+
+
+def test_half_closed_plain_claim_still_gets_its_answer(ws: Workspace, serve: ServerFactory) -> None:
+    """Only waiting claims are watched for hang-ups: a client that half-closes after a plain PUT
+    (as some scripts do) still reads its 201."""
+    ws.add(ws.license("only"))
+    server = serve()
+    with closing(socket.create_connection((server.host, server.port), timeout=10)) as sock:
+        sock.sendall(b"PUT /v1/nodes/half HTTP/1.1\r\nHost: relay\r\nContent-Length: 0\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 201 ")

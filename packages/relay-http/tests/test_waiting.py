@@ -193,13 +193,37 @@ def test_handoff_adds_a_thread_per_parked_request() -> None:
     """Each parked request grows the pool by one until it resumes; after close, no resizing."""
     dispatcher = FakeDispatcher()
     handoff = WorkerHandoff(dispatcher, 16)
-    with handoff.parked(), handoff.parked():
+    with handoff.parked({}), handoff.parked({}):
         pass
     assert dispatcher.counts == [17, 18, 17, 16]
     handoff.close()
-    with handoff.parked():
+    with handoff.parked({}):
         pass
     assert dispatcher.counts == [17, 18, 17, 16]
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.triggers = 0
+
+    def pull_trigger(self) -> None:
+        self.triggers += 1
+
+
+class FakeChannel:
+    def __init__(self) -> None:
+        self.parked = False
+        self.server = FakeServer()
+
+
+def test_handoff_marks_the_channel_parked_and_wakes_the_loop() -> None:
+    """While parked the channel is watched for a hang-up; afterwards it is not."""
+    channel = FakeChannel()
+    handoff = WorkerHandoff(FakeDispatcher(), 16)
+    with handoff.parked({"relay.channel": channel}):
+        assert channel.parked
+        assert channel.server.triggers == 1
+    assert not channel.parked
 
 
 def test_app_applies_the_preference(

@@ -69,6 +69,7 @@ class Nodes:
                 pool,
                 wait,
                 disconnected=req.env.get("waitress.client_disconnected"),
+                environ=req.env,
                 applied=lambda: resp.set_header("Preference-Applied", f"wait={wait}"),
             )
         resp.status = _CLAIM_STATUS[lease.status]

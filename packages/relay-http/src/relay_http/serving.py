@@ -24,6 +24,7 @@ from relay_core import Relay, RelayError
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
+from waitress.task import WSGITask
 
 from .app import create_app
 from .reaper import Reaper
@@ -47,6 +48,16 @@ WAITRESS_SETTINGS: dict[str, Any] = {
 """waitress adjustments used by `serve` (threads and connection_limit are its arguments)."""
 
 
+class ChannelTask(WSGITask):  # type: ignore[misc]  # waitress is untyped
+    """waitress's WSGI task, with its channel in the environ (``relay.channel``), so that a
+    parked claim can ask the I/O loop to watch its connection (`QuietChannel.parked`)."""
+
+    def get_environment(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environment()
+        environ["relay.channel"] = self.channel
+        return environ
+
+
 class QuietChannel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
     """waitress's connection, without the I/O loop spinning while a worker writes a response.
 
@@ -58,10 +69,22 @@ class QuietChannel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
     waitress's trigger when the request ends; the loop then flushes whatever is left.
     """
 
+    task_class = ChannelTask
+    parked = False
+    """True while this connection's request waits for a seat: then, and only then, the loop
+    reads the connection during a request (`channel_request_lookahead`), so that a hang-up
+    closes the channel and `waitress.client_disconnected()` turns true. Other requests keep
+    waitress's default: a client that half-closes after its request still gets the answer."""
+
     def writable(self) -> bool:
         if self.will_close or self.close_when_flushed:
             return True
         return bool(self.total_outbufs_len) and not self.requests
+
+    def readable(self) -> bool:
+        if self.requests and not self.parked:
+            return False
+        return bool(super().readable())
 
 
 class ServeError(RelayError):
@@ -96,8 +119,7 @@ class Server:
             raise ServeError(f"listen tcp {host}:{port}: invalid port")
         settings = {**WAITRESS_SETTINGS, **adjustments}
         if waiting is not None:
-            # Read while a request is in service: a parked request learns that its client hung
-            # up (end-of-file closes the channel, and `waitress.client_disconnected` says so).
+            # Lets a parked request's connection be read (see `QuietChannel.parked`).
             settings.setdefault("channel_request_lookahead", 1)
         bind_host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         self._map: dict[int, Any] = {}

@@ -23,7 +23,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from relay_core import ClaimStatus, Lease, NoLicensesAvailableError, Relay, Ticket
@@ -80,15 +80,15 @@ def applied_wait(header: str | None, max_wait: int) -> int | None:
 
 
 class Handoff(Protocol):
-    """What a server does while one of its worker threads is parked."""
+    """What a server does while one of its worker threads is parked (`environ`: the request's)."""
 
-    def parked(self) -> contextlib.AbstractContextManager[None]: ...
+    def parked(self, environ: Mapping[str, Any]) -> contextlib.AbstractContextManager[None]: ...
 
 
 class _StayOnThread:
     """No handoff: the parked request keeps its thread (an app mounted in another server)."""
 
-    def parked(self) -> contextlib.AbstractContextManager[None]:
+    def parked(self, environ: Mapping[str, Any]) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
 
@@ -97,7 +97,9 @@ class WorkerHandoff:
 
     Each parked request adds one thread to the dispatcher (``set_thread_count``) and removes it
     when it resumes (the next idle thread exits), so parking never takes a worker away from
-    the requests that do not wait. `close()` stops resizing, before the dispatcher shuts down.
+    the requests that do not wait. While parked, the request's channel (``relay.channel`` in
+    its environ) is marked `parked` and the I/O loop woken, so the loop watches the connection
+    for a hang-up. `close()` stops resizing, before the dispatcher shuts down.
     """
 
     def __init__(self, dispatcher: Any, threads: int) -> None:
@@ -108,12 +110,18 @@ class WorkerHandoff:
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def parked(self) -> Iterator[None]:
+    def parked(self, environ: Mapping[str, Any]) -> Iterator[None]:
+        channel = environ.get("relay.channel")
+        if channel is not None:
+            channel.parked = True
+            channel.server.pull_trigger()  # the loop polls the socket for reading from now on
         self._resize(+1)
         try:
             yield
         finally:
             self._resize(-1)
+            if channel is not None:
+                channel.parked = False
 
     def _resize(self, delta: int) -> None:
         with self._lock:
@@ -194,12 +202,13 @@ class WaitRoom:
         *,
         disconnected: Callable[[], bool] | None = None,
         applied: Callable[[], None] | None = None,
+        environ: Mapping[str, Any] | None = None,
     ) -> Lease:
         """Claim now, or wait up to `wait` seconds for this pool's next seat owed to us.
 
         `disconnected()` tells whether the client hung up (it is then never given a seat);
         `applied()` is called once the wait preference is honoured (any answer but the refusal
-        for lack of a waiting place). Raises what `Relay.claim` raises, `NoLicensesAvailableError`
+        for lack of a waiting place); `environ` (the request's) goes to the `handoff`. Raises what `Relay.claim` raises, `NoLicensesAvailableError`
         at the deadline, and `WaitingFullError` when `max_waiting` requests are parked.
         """
         gone = disconnected or _never
@@ -227,7 +236,7 @@ class WaitRoom:
             applied()
         granted = False
         try:
-            with self.handoff.parked():
+            with self.handoff.parked(environ or {}):
                 lease = self._wait(ticket, event, deadline, gone)
             granted = True
             return lease
