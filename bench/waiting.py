@@ -13,7 +13,8 @@ in alternating order per round:
   more waiter is refused at once (410 + Retry-After), which shows that all of them are parked
   before timing starts. Afterwards the waiters hang up, which empties the queue.
 
-Reports per phase the heartbeat p50/p99 and the health p50/p99/max in milliseconds, and the
+Reports per phase the heartbeat p50/p99 and the health p50/p99/max in milliseconds, the
+server's threads and resident memory at the end of the phase, and the
 medians (min-max) over rounds of the waiting/idle ratios. Loopback only; every loop is bounded
 by `--seconds`. Client and server share the machine's cores: quote the ratios.
 """
@@ -153,6 +154,14 @@ def park(port: int, count: int) -> list[socket.socket]:
     raise SystemExit(f"the waiters never all parked: {len(answered)} answered early: {first!r}")
 
 
+def threads_and_rss(pid: int) -> tuple[int, float]:
+    """The server's thread count and resident memory (MiB), from /proc."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["Threads"]), int(fields["VmRSS"].split()[0]) / 1024
+
+
 def run_round(root: Path, waiters: int, seconds: float, waiting_first: bool) -> dict[str, float]:
     db = build(root)
     port = free_port()
@@ -183,6 +192,7 @@ def run_round(root: Path, waiters: int, seconds: float, waiting_first: bool) -> 
         for phase in ["waiting", "idle"] if waiting_first else ["idle", "waiting"]:
             socks = park(port, waiters) if phase == "waiting" else []
             beats, health, errors = measure(port, seconds)
+            results[f"{phase}_threads"], results[f"{phase}_rss"] = threads_and_rss(proc.pid)
             for sock in socks:
                 sock.close()
             if socks:
@@ -222,7 +232,8 @@ def main() -> int:
             + "  ".join(
                 f"{phase}: beat p50 {r[phase + '_beat_p50']:.1f} p99 {r[phase + '_beat_p99']:.1f}"
                 f" ({r[phase + '_beats']:.0f} beats), health p50 {r[phase + '_health_p50']:.1f}"
-                f" p99 {r[phase + '_health_p99']:.1f} max {r[phase + '_health_max']:.1f} ms"
+                f" p99 {r[phase + '_health_p99']:.1f} max {r[phase + '_health_max']:.1f} ms,"
+                f" {r[phase + '_threads']:.0f} threads, {r[phase + '_rss']:.0f} MiB"
                 for phase in ("idle", "waiting")
             ),
             flush=True,
