@@ -31,11 +31,13 @@ if sys.path and sys.path[0] == __file__.rpartition("/")[0]:
 import argparse
 import http.client
 import socket
+import sqlite3
 import statistics
 import subprocess
 import tempfile
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 from harness import free_port, wait_healthy
@@ -189,6 +191,11 @@ def run_round(root: Path, waiters: int, seconds: float, waiting_first: bool) -> 
         conn.request("PUT", "/v1/nodes/bench-holder", headers={"Relay-Pool": "busy"})
         assert conn.getresponse().status == 201
         conn.close()
+        with closing(sqlite3.connect(db)) as check:
+            ours = check.execute("SELECT 1 FROM nodes WHERE fingerprint = 'bench-holder'")
+            if ours.fetchone() is None:
+                # Another session's server took the port between free_port() and our bind.
+                raise SystemExit(f"port {port} answered by another server: run again")
         for phase in ["waiting", "idle"] if waiting_first else ["idle", "waiting"]:
             socks = park(port, waiters) if phase == "waiting" else []
             beats, health, errors = measure(port, seconds)
