@@ -165,7 +165,11 @@ def test_sixth_waiter_beyond_max_waiting_is_refused_at_once(
     with waiters(server) as (answers, threads):
         for n in range(5):
             start(server, answers, threads, f"w{n}", 30)
-        time.sleep(1.0)
+        # Until the five are parked, a probe waits its one second and gets 410 without
+        # Retry-After; once they are, the room is full.
+        deadline = time.monotonic() + 30
+        while "retry-after" not in put(server, "probe", prefer="wait=1").headers:
+            assert time.monotonic() < deadline, "the five waiters never all parked"
         # A client timeout well under the requested wait: a parked sixth would time out.
         sixth = put(server, "sixth", prefer="wait=30", timeout=10)
         assert sixth.status == 410
