@@ -92,9 +92,11 @@ class Runtime:
         ttl: float = 60,
         heartbeats: bool = True,
         events: RelayEvents | None = None,
+        waiting: bool = False,
     ) -> Relay:
-        """The service over the store, with the global audit setting and the injected clock."""
-        from relay_core import NoEvents, Relay
+        """The service over the store, with the global audit setting and the injected clock;
+        with `waiting`, a wait queue that claims honour (no overtaking of waiting nodes)."""
+        from relay_core import NoEvents, Relay, WaitQueue
 
         return Relay(
             self.store,
@@ -104,6 +106,7 @@ class Runtime:
             heartbeats=heartbeats,
             audit=self.settings.audit,
             events=events or NoEvents(),
+            queue=WaitQueue() if waiting else None,
         )
 
     def close(self) -> None:

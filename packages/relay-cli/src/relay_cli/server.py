@@ -47,6 +47,8 @@ class ServeOptions:
     max_new_nodes_per_minute: int | None = None
     admin_token: str | None = attrs.field(default=None, repr=False)
     metrics: bool = True
+    max_wait: int = 60
+    max_waiting: int = 256
 
 
 def _duration_flag(value: str | None, flag: str) -> float | None:
@@ -78,6 +80,8 @@ def resolve_options(
     admin_token: str | None = None,
     admin_token_file: str | None = None,
     no_metrics: bool | None = None,
+    max_wait: str | None = None,
+    max_waiting: int | None = None,
 ) -> ServeOptions:
     """Combine flags (first), environment (first non-zero) and defaults; raise `UsageError`.
 
@@ -160,6 +164,8 @@ def resolve_options(
 
     token = resolve_admin_token(environ, admin_token=admin_token, admin_token_file=admin_token_file)
     metrics = not (no_metrics if no_metrics is not None else env_bool(environ, "RELAY_NO_METRICS"))
+    wait_s = _max_wait(environ, max_wait)
+    waiting_n = _max_waiting(environ, max_waiting)
     return ServeOptions(
         host=host,
         port=port,
@@ -176,7 +182,53 @@ def resolve_options(
         max_new_nodes_per_minute=max_new_nodes_per_minute,
         admin_token=token,
         metrics=metrics,
+        max_wait=wait_s,
+        max_waiting=waiting_n,
     )
+
+
+def _whole_seconds(text: str) -> int:
+    """A bare number of seconds (``30``) or a Go duration of whole seconds (``1m``)."""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    seconds = parse_duration(text)
+    if seconds < 0:
+        raise DurationError("must not be negative")
+    if seconds != int(seconds):
+        raise DurationError("must be whole seconds")
+    return int(seconds)
+
+
+def _max_wait(environ: Mapping[str, str], flag: str | None) -> int:
+    """``--max-wait``, else ``RELAY_MAX_WAIT`` (where ``0`` disables waiting too), else 60."""
+    if flag is not None:
+        try:
+            return _whole_seconds(flag)
+        except DurationError as exc:
+            raise UsageError(f'invalid argument "{flag}" for "--max-wait" flag: {exc}') from None
+    value = environ.get("RELAY_MAX_WAIT", "")
+    if not value:
+        return 60
+    try:
+        return _whole_seconds(value)
+    except DurationError as exc:
+        raise UsageError(f'invalid RELAY_MAX_WAIT "{value}": {exc}') from None
+
+
+def _max_waiting(environ: Mapping[str, str], flag: int | None) -> int:
+    """``--max-waiting``, else ``RELAY_MAX_WAITING``, else 256; never negative."""
+    if flag is not None:
+        if flag < 0:
+            raise UsageError(
+                f'invalid argument "{flag}" for "--max-waiting" flag: must not be negative'
+            )
+        return flag
+    value = environ.get("RELAY_MAX_WAITING", "")
+    if not value:
+        return 256
+    if not (value.isascii() and value.isdigit()):
+        raise UsageError(f'invalid RELAY_MAX_WAITING "{value}": must be a whole number')
+    return int(value)
 
 
 def serve(
@@ -197,6 +249,8 @@ def serve(
     admin_token: str | None = None,
     admin_token_file: str | None = None,
     no_metrics: Annotated[bool | None, Parameter(negative="")] = None,
+    max_wait: str | None = None,
+    max_waiting: int | None = None,
     runtime: Annotated[Runtime, Parameter(parse=False)],
 ) -> int:
     """run the relay server to manage license distribution
@@ -237,6 +291,10 @@ def serve(
         read the admin token from this file instead [$RELAY_ADMIN_TOKEN_FILE]
     no_metrics
         do not serve Prometheus metrics at /metrics [$RELAY_NO_METRICS=1]
+    max_wait
+        longest wait for a seat a claim may ask for with "Prefer: wait=N", in seconds or as a duration; 0 disables waiting (default 60) [$RELAY_MAX_WAIT=60]
+    max_waiting
+        claims waiting for a seat at once; the next one gets 410 with Retry-After (default 256) [$RELAY_MAX_WAITING=256]
     """
     options = resolve_options(
         runtime.environ,
@@ -257,6 +315,8 @@ def serve(
         admin_token=admin_token,
         admin_token_file=admin_token_file,
         no_metrics=no_metrics,
+        max_wait=max_wait,
+        max_waiting=max_waiting,
     )
     from .trust import load_access, load_signing_key, locked_signing_key
 
@@ -277,7 +337,11 @@ def serve(
 
         metrics = Metrics()
     relay = runtime.relay(
-        strategy=options.strategy, ttl=options.ttl, heartbeats=options.heartbeats, events=metrics
+        strategy=options.strategy,
+        ttl=options.ttl,
+        heartbeats=options.heartbeats,
+        events=metrics,
+        waiting=options.max_wait > 0,
     )
 
     import relay_http
@@ -319,6 +383,8 @@ def serve(
         admin_token=options.admin_token,
         metrics=metrics,
         converter=runtime.converter,
+        max_wait=options.max_wait,
+        max_waiting=options.max_waiting,
     )
     log.info("server stopped")
     return 0

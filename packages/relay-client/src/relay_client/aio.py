@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import TypeVar, cast
 
 from .client import ClientBase
@@ -129,7 +130,7 @@ class AsyncRelayClient(ClientBase[AsyncSleep]):
         await run_async(self._engine.health(), self._send, self._sleep)
 
     async def acquire(
-        self, *, wait: float | None = None, on_lost: OnLost | None = None
+        self, *, wait: float | timedelta | None = None, on_lost: OnLost | None = None
     ) -> AsyncLease:
         """Claim a seat and start the heartbeat task; the caller must `await release()` it."""
         wait = self._check_wait(wait)
@@ -176,7 +177,7 @@ class AsyncRelayClient(ClientBase[AsyncSleep]):
 
     @contextlib.asynccontextmanager
     async def lease(
-        self, *, wait: float | None = None, on_lost: OnLost | None = None
+        self, *, wait: float | timedelta | None = None, on_lost: OnLost | None = None
     ) -> AsyncIterator[AsyncLease]:
         """``async with client.lease() as lease:`` — claimed on entry, released on any exit."""
         held = await self.acquire(wait=wait, on_lost=on_lost)

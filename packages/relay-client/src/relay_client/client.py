@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Generic, TypeVar
 
 from relay_core import InvalidPublicKeyError, LicenseVerifier
@@ -139,9 +140,11 @@ class ClientBase(Generic[SleepT]):
     def url(self) -> str:
         return self.endpoint.url
 
-    def _check_wait(self, wait: float | None) -> float | None:
+    def _check_wait(self, wait: float | timedelta | None) -> float | None:
         if wait is None:
             return None
+        if isinstance(wait, timedelta):
+            wait = wait.total_seconds()
         if wait < 0 or math.isnan(wait):
             raise ConfigurationError(
                 f"wait must be a number of seconds >= 0 (or None), got {wait!r}"
@@ -187,11 +190,14 @@ class RelayClient(ClientBase[Callable[[float], None]]):
         """Return if the relay answers its health check (signed, when a secret is set); else raise."""
         run_blocking(self._engine.health(), self._transport.send, self._sleep)
 
-    def acquire(self, *, wait: float | None = None, on_lost: OnLost | None = None) -> Lease:
+    def acquire(
+        self, *, wait: float | timedelta | None = None, on_lost: OnLost | None = None
+    ) -> Lease:
         """Claim a seat and start heartbeating; the caller must `release()` it.
 
-        `wait`: seconds to keep retrying while no seat is free (410) or the relay is
-        unreachable; None (the default) fails at once with `NoSeatError`.
+        `wait`: seconds (or a `timedelta`) to keep trying while no seat is free (410) or the
+        relay is unreachable, queued at the relay (``Prefer: wait``) when it supports that;
+        None (the default) fails at once with `NoSeatError`.
         """
         wait = self._check_wait(wait)
         self._reserve()
@@ -213,7 +219,9 @@ class RelayClient(ClientBase[Callable[[float], None]]):
         return lease
 
     @contextlib.contextmanager
-    def lease(self, *, wait: float | None = None, on_lost: OnLost | None = None) -> Iterator[Lease]:
+    def lease(
+        self, *, wait: float | timedelta | None = None, on_lost: OnLost | None = None
+    ) -> Iterator[Lease]:
         """``with client.lease() as lease:`` — claimed on entry, released on any exit."""
         held = self.acquire(wait=wait, on_lost=on_lost)
         try:

@@ -8,6 +8,7 @@ retries, backoff, takeover, give-back and loss detection are written once.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
@@ -40,6 +41,32 @@ class Sleep:
 
 Step = Request | Sleep
 Flow = Generator[Step, Response | None, T]
+
+WAIT_TIMEOUT_MARGIN = 10.0
+"""A claim that asks the relay to wait N seconds allows N + this for the answer."""
+
+MAX_ASKED_WAIT = 3600
+"""The longest wait one claim asks for; a relay caps it further (and says so), and the client
+asks again for the rest, never more than the relay applied the last time."""
+
+
+class _NoSeatYet(NoSeatError):
+    """A 410 with what it says about waiting: the wait the relay applied (``Preference-Applied:
+    wait=N``, None if it did not wait) and its ``Retry-After`` (every waiting place taken)."""
+
+    def __init__(self, pool: str | None, applied: int | None, retry_after: float | None) -> None:
+        super().__init__(pool, 0.0)
+        self.applied = applied
+        self.retry_after = retry_after
+
+
+def _header_number(response: Response, name: str, prefix: str = "") -> int | None:
+    value = response.headers.get(name, "").strip()
+    if not value.lower().startswith(prefix):
+        return None
+    value = value[len(prefix) :].strip()
+    return int(value) if value.isascii() and value.isdigit() else None
+
 
 RETRYABLE = (RelayUnavailableError, UnexpectedResponseError, ResponseSignatureError)
 """Heartbeat failures that may pass (relay restarting, busy, or briefly misconfigured)."""
@@ -84,25 +111,50 @@ class Engine:
     def acquire(self, fingerprint: str, wait: float | None) -> Flow[tuple[Grant, float]]:
         """Claim a seat; with `wait`, retry 410s and unreachable relays until `wait` runs out.
 
-        Returns the grant and the monotonic time its request was sent (the lease's start).
+        With `wait`, each claim asks the relay to hold it in its queue (``Prefer: wait=N``) for
+        the time left; a relay that does not say ``Preference-Applied`` is polled instead, with
+        backoff. Returns the grant and the monotonic time its request was sent (the lease's
+        start).
         """
         start = self.clock()
         attempt = 0
+        queued = bool(wait)  # until the relay shows it does not wait for us
+        cap = MAX_ASKED_WAIT
         while True:
+            left = (wait or 0.0) - (self.clock() - start)
+            asked = math.ceil(min(left, cap)) if queued and left > 0 else None
+            sent = self.clock()
             try:
-                return (yield from self._claim_once(fingerprint))
+                return (yield from self._claim_once(fingerprint, asked))
             except (NoSeatError, RelayUnavailableError, UnexpectedResponseError) as exc:
                 elapsed = self.clock() - start
                 remaining = (wait or 0.0) - elapsed
                 if remaining <= 0:
-                    if isinstance(exc, NoSeatError) and wait:
-                        raise NoSeatError(self.wire.pool, elapsed) from None
+                    if isinstance(exc, NoSeatError):
+                        raise NoSeatError(self.wire.pool, elapsed if wait else 0.0) from None
                     raise
+                delay = self.backoff(attempt + 1)
+                if isinstance(exc, _NoSeatYet) and asked is not None:
+                    if exc.retry_after is not None:
+                        delay = float(exc.retry_after)  # every waiting place taken
+                    elif exc.applied is None:
+                        queued = False  # a relay without a wait queue: poll it
+                    else:
+                        cap = max(1, min(cap, exc.applied))
+                        if self.clock() - sent >= exc.applied / 2:
+                            attempt, delay = -1, 0.0  # it waited its maximum: ask again at once
             attempt += 1
-            yield Sleep(min(self.backoff(attempt), remaining))
+            if delay > 0:
+                yield Sleep(min(delay, remaining))
 
-    def _claim_once(self, fingerprint: str) -> Flow[tuple[Grant, float]]:
+    def _claim_once(self, fingerprint: str, wait: int | None = None) -> Flow[tuple[Grant, float]]:
         request = self.wire.claim(fingerprint)
+        if wait is not None:
+            request = replace(
+                request,
+                headers={**request.headers, "Prefer": f"wait={wait}"},
+                timeout=wait + WAIT_TIMEOUT_MARGIN,
+            )
         sent_at = self.clock()
         outcome = yield from self._read_claim(request, fingerprint)
         if isinstance(outcome, Extension):
@@ -131,6 +183,12 @@ class Engine:
         assert response is not None
         try:
             return self.wire.read_claim(request, response, fingerprint)
+        except NoSeatError:
+            raise _NoSeatYet(
+                self.wire.pool,
+                _header_number(response, "preference-applied", "wait="),
+                _header_number(response, "retry-after"),
+            ) from None
         except ResponseSignatureError:
             # Untrusted answer: the relay may have granted a seat; do not keep it.
             yield from self.give_back(fingerprint)

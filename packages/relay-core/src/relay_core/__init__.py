@@ -59,6 +59,7 @@ from .ports import (
 )
 from .service import CullReport, LicenseSource, Relay, SystemClock
 from .views import ActiveLease, LicenseRow, PoolStats
+from .waiting import Ticket, WaitQueue
 
 try:
     __version__ = version("relay-core")
@@ -119,7 +120,9 @@ __all__ = [
     "Store",
     "Strategy",
     "SystemClock",
+    "Ticket",
     "Transaction",
     "VerificationError",
+    "WaitQueue",
     "__version__",
 ]

@@ -45,6 +45,7 @@ from .model import (
 )
 from .ports import (
     ANY_POOL,
+    AnyPool,
     AuditQuery,
     Clock,
     CombiningStore,
@@ -65,6 +66,7 @@ from .reports import (
     period_bounds,
 )
 from .views import ActiveLease, LicenseRow, PoolStats
+from .waiting import Ticket, WaitQueue
 
 __all__ = ["CullReport", "LicenseSource", "Relay", "SystemClock", "read_license_source"]
 
@@ -152,6 +154,8 @@ class Relay:
     verifier: VerifierFactory = attrs.field(default=_keygen_factory, kw_only=True)
     events: RelayEvents = attrs.field(factory=NoEvents, kw_only=True)
     denials: DenialTally = attrs.field(factory=DenialTally, kw_only=True)
+    queue: WaitQueue | None = attrs.field(default=None, kw_only=True)
+    """The wait queue whose head ticket is owed the next free seat (None: nobody waits)."""
     _combines: bool = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -236,6 +240,7 @@ class Relay:
                     for lic in added
                 ],
             )
+        self.seats_freed(pool_name)
         return added
 
     def add_license(
@@ -433,19 +438,23 @@ class Relay:
         pool: str | None = None,
         *,
         admit: Callable[[], None] | None = None,
+        ticket: Ticket | None = None,
     ) -> Lease:
         """Lease a free license to the node, or extend the lease it already holds in this pool.
 
         Raises `PoolNotFoundError`, `ClaimConflictError` (heartbeats off and already leased, or a
         lease held in another pool while this one has a free license), or
-        `NoLicensesAvailableError`. `admit`, when given, is called inside the transaction once a
-        node without a lease has been given a new one (never for an extension, nor when no
-        license is free); whatever it raises rolls the claim back, so an adapter can gate new
-        seats (e.g. a rate limit).
+        `NoLicensesAvailableError` (also when the free seat is owed to a waiting node of
+        `queue`: only the claim holding the pool's head `ticket` may take it). `admit`, when
+        given, is called inside the transaction once a node without a lease has been given a new
+        one (never for an extension, nor when no license is free); whatever it raises rolls the
+        claim back, so an adapter can gate new seats (e.g. a rate limit).
         """
         now = self._now()
         try:
-            lease = self._run(lambda tx: self._claim(tx, fingerprint, pool, now, admit))
+            lease = self._run(
+                lambda tx: self._claim(tx, fingerprint, pool, now, admit=admit, ticket=ticket)
+            )
         except ClaimConflictError:
             self.events.on_claim(pool, ClaimResult.CONFLICT)
             raise
@@ -456,13 +465,21 @@ class Relay:
         self.events.on_claim(pool, _CLAIM_RESULT[lease.status])
         return lease
 
+    def seats_freed(self, pool: str | AnyPool | None = ANY_POOL) -> None:
+        """Tell the wait queue that seats of `pool` may be free; every use case that frees or
+        adds seats (release, cull, add, force release) calls this after its commit."""
+        if self.queue is not None:
+            self.queue.freed(pool)
+
     def _claim(
         self,
         tx: Transaction,
         fingerprint: str,
         pool: str | None,
         now: int,
+        *,
         admit: Callable[[], None] | None = None,
+        ticket: Ticket | None = None,
     ) -> Lease:
         pool_id = self._pool_id(tx, pool)
         found = tx.get_node_lease(fingerprint)
@@ -503,6 +520,9 @@ class Relay:
             entries.append(
                 AuditEntry(EventType.NODE_ACTIVATED, EntityType.NODE, node.id, pool_id, now)
             )
+        queue = self.queue
+        if queue is not None and not queue.may_lease(pool or None, ticket, self.clock.now()):
+            raise NoLicensesAvailableError()
         lic = tx.lease_free_license(pool_id, node.id, self.strategy, now, self.rng)
         if lic is None:
             raise NoLicensesAvailableError()
@@ -553,6 +573,7 @@ class Relay:
         except ClaimNotFoundError:
             self.events.on_release(pool, ReleaseResult.NOT_FOUND)
             raise
+        self.seats_freed(pool or None)
         self.events.on_release(pool, ReleaseResult.RELEASED)
         return attrs.evolve(held, node_id=None, last_released_at=now)
 
@@ -583,6 +604,8 @@ class Relay:
             released += sum(1 for c in batch if c.license_id is not None)
             culled += len(batch)
             if len(batch) < CULL_BATCH:
+                if released:
+                    self.seats_freed(ANY_POOL)
                 self.events.on_cull(culled, released)
                 return CullReport(released=released, culled=culled)
 
@@ -630,7 +653,10 @@ class Relay:
         stats = []
         for pool_id, name in [(None, None), *named]:
             c = by_id.get(pool_id) or PoolCounts(pool_id, 0, 0, 0, 0, 0)
-            stats.append(PoolStats(name, c.licenses, c.leased, c.free, c.expired, c.nodes_active))
+            waiting = None if self.queue is None else self.queue.waiting(name)
+            stats.append(
+                PoolStats(name, c.licenses, c.leased, c.free, c.expired, c.nodes_active, waiting)
+            )
         return stats
 
     def force_release(self, fingerprint: str, pool: str | None = None) -> License:
@@ -657,6 +683,7 @@ class Relay:
             return held, name
 
         held, name = self._run(work)
+        self.seats_freed(name)
         self.events.on_release(name, ReleaseResult.FORCED)
         return attrs.evolve(held, node_id=None, last_released_at=now)
 

@@ -43,6 +43,8 @@ class PoolStats:
     free: int
     expired: int
     nodes_active: int
+    waiting: int | None = None
+    """Claims waiting for a seat in this process (``Prefer: wait``); None without a queue."""
 
 
 @attrs.frozen

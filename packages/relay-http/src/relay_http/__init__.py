@@ -9,6 +9,7 @@ import logging
 from .app import create_app
 from .errors import ERROR_TABLE, FingerprintTooLongError, PoolHeaderConflictError
 from .serving import ServeError, Server, serve
+from .waiting import WaitingFullError, WaitRoom
 
 # A library logs, the application configures: without handlers, stay silent (no lastResort).
 logging.getLogger("relay").addHandler(logging.NullHandler())
@@ -19,6 +20,8 @@ __all__ = [
     "PoolHeaderConflictError",
     "ServeError",
     "Server",
+    "WaitRoom",
+    "WaitingFullError",
     "create_app",
     "serve",
 ]

@@ -15,6 +15,7 @@ from .errors import (
     install_error_handlers,
 )
 from .middleware import AccessLog, ClockSigning
+from .waiting import WaitRoom
 from .wire import JSON, lease_body
 
 if TYPE_CHECKING:
@@ -47,9 +48,10 @@ class Health:
 class Nodes:
     """``/v1/nodes/{fingerprint}``: PUT claims or extends a lease, DELETE releases it."""
 
-    def __init__(self, relay: Relay, pool: str | None) -> None:
+    def __init__(self, relay: Relay, pool: str | None, waiting: WaitRoom | None = None) -> None:
         self._relay = relay
         self._pool = pool or None
+        self._waiting = waiting
 
     def _effective_pool(self, req: falcon.Request, fingerprint: str) -> str | None:
         """Checks the fingerprint's size and applies the Relay-Pool rules of spec §3.4."""
@@ -67,11 +69,20 @@ class Nodes:
     def on_put(self, req: falcon.Request, resp: falcon.Response, fingerprint: str) -> None:
         pool = self._effective_pool(req, fingerprint)
         admit = req.context.get("admit_new_node")
-        lease = (
-            self._relay.claim(fingerprint, pool)
-            if admit is None
-            else self._relay.claim(fingerprint, pool, admit=admit)
-        )
+        waiting = self._waiting
+        wait = None if waiting is None else waiting.applied_wait(req.get_header("Prefer"))
+        if waiting is None or wait is None:
+            lease = self._relay.claim(fingerprint, pool, admit=admit)
+        else:
+            lease = waiting.claim(
+                fingerprint,
+                pool,
+                wait,
+                disconnected=req.env.get("waitress.client_disconnected"),
+                environ=req.env,
+                applied=lambda: resp.set_header("Preference-Applied", f"wait={wait}"),
+                admit=admit,
+            )
         resp.status = _CLAIM_STATUS[lease.status]
         resp.content_type = JSON
         resp.data = lease_body(lease)
@@ -92,6 +103,7 @@ def create_app(
     admin_token: str | None = None,
     metrics: Metrics | None = None,
     converter: cattrs.Converter | None = None,
+    waiting: WaitRoom | None = None,
 ) -> falcon.App[falcon.Request, falcon.Response]:
     """The node API over `relay`, serving licenses from `pool` (None or "" = the global pool).
 
@@ -100,7 +112,8 @@ def create_app(
     rate limit. With an `admin_token`, the admin API is mounted under ``/v1/admin``
     (`relay_http.admin`); with `metrics` (also passed to `Relay(events=...)` for the counters),
     ``GET /metrics``. JSON bodies of the admin API go through `converter` (default:
-    `relay_core.convert`'s). Reads no environment, so it can be mounted in any WSGI stack.
+    `relay_core.convert`'s). With `waiting`, a claim with ``Prefer: wait=N`` waits for a seat.
+    Reads no environment, so it can be mounted in any WSGI stack.
     """
     middleware: list[Any] = [ClockSigning(relay.clock, signing_secret, signing_key)]
     if metrics is not None:
@@ -120,7 +133,7 @@ def create_app(
     app.req_options.strip_url_path_trailing_slash = False
     app.add_route("/v1/health", Health())
     app.router_options.converters["fp"] = Fingerprint
-    app.add_route("/v1/nodes/{fingerprint:fp}", Nodes(relay, pool))
+    app.add_route("/v1/nodes/{fingerprint:fp}", Nodes(relay, pool, waiting))
     from .openapi import OpenApi
 
     app.add_route("/v1/openapi.json", OpenApi())

@@ -24,6 +24,7 @@ from relay_core import (
 )
 
 from .admin import AdminPoolNotFoundError
+from .waiting import RETRY_AFTER_SECONDS, WaitingFullError
 from .wire import JSON, error_body
 
 __all__ = [
@@ -99,6 +100,9 @@ ERROR_TABLE: dict[type[Exception], ErrorRule] = {
     NoLicensesAvailableError: ErrorRule(falcon.HTTP_410, "no licenses available", logging.WARNING),
     LeaseNotFoundError: ErrorRule(falcon.HTTP_404, "lease not found", logging.WARNING),
     AdminPoolNotFoundError: ErrorRule(falcon.HTTP_404, "pool not found", logging.WARNING),
+    WaitingFullError: ErrorRule(
+        falcon.HTTP_410, "no licenses available", logging.WARNING, retry_after=RETRY_AFTER_SECONDS
+    ),
     StorageBusyError: ErrorRule(falcon.HTTP_503, None, logging.ERROR, retry_after=1),
     RelayError: ErrorRule(falcon.HTTP_500, None, logging.ERROR),
     Exception: ErrorRule(falcon.HTTP_500, None, logging.ERROR, traceback=True),

@@ -41,6 +41,9 @@ _GAUGES = (
 )
 
 
+_WAITING = ("relay_waiting", "Claims waiting for a seat (Prefer: wait) in this process.")
+
+
 class PoolGauges(Collector):
     """The pool gauges, read from the store (one grouped query) each time they are collected."""
 
@@ -48,7 +51,12 @@ class PoolGauges(Collector):
         self._relay = relay
 
     def describe(self) -> list[Metric]:
-        return [GaugeMetricFamily(name, text, labels=["pool"]) for name, text, _ in _GAUGES]
+        families: list[Metric] = [
+            GaugeMetricFamily(name, text, labels=["pool"]) for name, text, _ in _GAUGES
+        ]
+        if self._relay.queue is not None:
+            families.append(GaugeMetricFamily(*_WAITING, labels=["pool"]))
+        return families
 
     def collect(self) -> Iterator[Metric]:
         stats = self._relay.pool_stats()
@@ -56,6 +64,14 @@ class PoolGauges(Collector):
             family = GaugeMetricFamily(name, text, labels=["pool"])
             for s in stats:
                 family.add_metric([s.pool or ""], getattr(s, field))
+            yield family
+        queue = self._relay.queue
+        if queue is not None:
+            # Every pool, so a pool whose line emptied reads 0 rather than vanishing.
+            counts = queue.counts()
+            family = GaugeMetricFamily(*_WAITING, labels=["pool"])
+            for pool in {s.pool for s in stats} | set(counts):
+                family.add_metric([pool or ""], counts.get(pool, 0))
             yield family
 
 
@@ -83,6 +99,14 @@ class Metrics:
             "relay_request_duration_seconds",
             "Time to answer an HTTP request.",
             ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self._waited = Histogram(
+            "relay_wait_seconds",
+            "How long claims with Prefer: wait waited, by outcome: granted, or refused (410 at "
+            "the deadline, a hang-up or a stop).",
+            ["pool", "result"],
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
             registry=self.registry,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -129,6 +153,11 @@ class Metrics:
     def on_cull(self, culled: int, released: int) -> None:
         if culled:
             self._culled.inc(culled)
+
+    # the wait queue (relay_http.waiting.WaitRoom.on_waited)
+    def observe_wait(self, pool: str | None, seconds: float, granted: bool) -> None:
+        result = "granted" if granted else "refused"
+        self._child(self._waited, self._pool(pool), result).observe(max(0.0, seconds))
 
     # the request histogram
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:

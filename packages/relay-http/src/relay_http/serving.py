@@ -24,9 +24,11 @@ from relay_core import Relay, RelayError
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
+from waitress.task import WSGITask
 
 from .app import create_app
 from .reaper import Reaper
+from .waiting import DEFAULT_MAX_WAITING, WaitRoom, WorkerHandoff
 
 if TYPE_CHECKING:
     import cattrs
@@ -53,6 +55,16 @@ WAITRESS_SETTINGS: dict[str, Any] = {
 """waitress adjustments used by `serve` (threads and connection_limit are its arguments)."""
 
 
+class ChannelTask(WSGITask):  # type: ignore[misc]  # waitress is untyped
+    """waitress's WSGI task, with its channel in the environ (``relay.channel``), so that a
+    parked claim can ask the I/O loop to watch its connection (`QuietChannel.parked`)."""
+
+    def get_environment(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environment()
+        environ["relay.channel"] = self.channel
+        return environ
+
+
 class QuietChannel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
     """waitress's connection, without the I/O loop spinning while a worker writes a response.
 
@@ -64,10 +76,22 @@ class QuietChannel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
     waitress's trigger when the request ends; the loop then flushes whatever is left.
     """
 
+    task_class = ChannelTask
+    parked = False
+    """True while this connection's request waits for a seat: then, and only then, the loop
+    reads the connection during a request (`channel_request_lookahead`), so that a hang-up
+    closes the channel and `waitress.client_disconnected()` turns true. Other requests keep
+    waitress's default: a client that half-closes after its request still gets the answer."""
+
     def writable(self) -> bool:
         if self.will_close or self.close_when_flushed:
             return True
         return bool(self.total_outbufs_len) and not self.requests
+
+    def readable(self) -> bool:
+        if self.requests and not self.parked:
+            return False
+        return bool(super().readable())
 
 
 class ServeError(RelayError):
@@ -95,11 +119,15 @@ class Server:
         threads: int = 16,
         connection_limit: int = 1000,
         reaper: Reaper | None = None,
+        waiting: WaitRoom | None = None,
         **adjustments: Any,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ServeError(f"listen tcp {host}:{port}: invalid port")
         settings = {**WAITRESS_SETTINGS, **adjustments}
+        if waiting is not None:
+            # Lets a parked request's connection be read (see `QuietChannel.parked`).
+            settings.setdefault("channel_request_lookahead", 1)
         bind_host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         self._map: dict[int, Any] = {}
         try:
@@ -119,6 +147,11 @@ class Server:
             if isinstance(dispatcher, BaseWSGIServer):
                 dispatcher.channel_class = QuietChannel
         self._reaper = reaper
+        self._waiting = waiting
+        self._handoff: WorkerHandoff | None = None
+        if waiting is not None:
+            self._handoff = WorkerHandoff(self._wsgi.task_dispatcher, threads)
+            waiting.handoff = self._handoff
         self._stop_requested = False
         self._closed = False
         # waitress warns on every burst of queued requests; that is load, not an operator problem.
@@ -153,6 +186,8 @@ class Server:
             self.close()
 
     def _drain(self) -> None:
+        if self._waiting is not None:
+            self._waiting.close()  # parked claims answer now rather than hold up the stop
         for dispatcher in list(self._map.values()):
             if isinstance(dispatcher, BaseWSGIServer):
                 # Stop accepting; the wake-up pipe stays open until close().
@@ -179,6 +214,10 @@ class Server:
         self._closed = True
         if self._reaper is not None:
             self._reaper.stop()
+        if self._waiting is not None:
+            self._waiting.close()
+        if self._handoff is not None:
+            self._handoff.close()
         self._wsgi.task_dispatcher.shutdown(cancel_pending=True, timeout=DRAIN_SECONDS)
         wasyncore.close_all(self._map)
 
@@ -214,15 +253,24 @@ def serve(
     admin_token: str | None = None,
     metrics: Metrics | None = None,
     converter: cattrs.Converter | None = None,
+    max_wait: int = 0,
+    max_waiting: int = DEFAULT_MAX_WAITING,
 ) -> None:
     """Serve the node API on host:port until SIGTERM/SIGINT, then stop gracefully and return.
 
     `admin_token`, `metrics` and `converter` are `create_app`'s. Runs `relay.cull()` every
     `cull_interval` seconds when it is not None; the same loop writes the counts of refused
-    claims (every 15 s without culling), and once more on stopping. Raises `ServeError` when
-    the address cannot be bound. Closing `relay.store` is the caller's job. SIGHUP re-reads the
-    token file and allow-list of `access` (and does nothing else).
+    claims (every 15 s without culling), and once more on stopping. With `max_wait` > 0
+    (seconds) and a `relay.queue`, claims with ``Prefer: wait=N`` wait for a seat, at most
+    `max_waiting` at a time. Raises `ServeError` when the address cannot be bound. Closing
+    `relay.store` is the caller's job. SIGHUP re-reads the token file and allow-list of
+    `access` (and does nothing else).
     """
+    waiting = None
+    if max_wait > 0 and relay.queue is not None:
+        waiting = WaitRoom(relay, max_wait=max_wait, max_waiting=max_waiting)
+        if metrics is not None:
+            waiting.on_waited = metrics.observe_wait
     app = create_app(
         relay,
         pool=pool,
@@ -232,6 +280,7 @@ def serve(
         admin_token=admin_token,
         metrics=metrics,
         converter=converter,
+        waiting=waiting,
     )
     reaper = Reaper(relay, cull_interval or DENIAL_FLUSH_SECONDS, cull=cull_interval is not None)
     server = Server(
@@ -241,6 +290,7 @@ def serve(
         threads=threads,
         connection_limit=connection_limit,
         reaper=reaper,
+        waiting=waiting,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
