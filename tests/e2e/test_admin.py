@@ -83,7 +83,15 @@ def test_lease_list_force_release_and_audit(ws: Workspace, serve: ServerFactory)
         assert lease["pool"] is None
     pools = json.loads(call(server, "GET", "/v1/admin/pools", TOKEN).body)
     assert pools == [
-        {"pool": None, "licenses": 2, "leased": 2, "free": 0, "expired": 0, "nodes_active": 2}
+        {
+            "pool": None,
+            "licenses": 2,
+            "leased": 2,
+            "free": 0,
+            "expired": 0,
+            "nodes_active": 2,
+            "waiting": 0,
+        }
     ]
     listed = json.loads(call(server, "GET", "/v1/admin/licenses", TOKEN).body)
     assert listed == json.loads(ws.relay("ls", "--json").out)

@@ -101,8 +101,8 @@ def test_leases_pools_and_licenses(
 
     pools = json.loads(call(app, "GET", "/v1/admin/pools", AUTH).content)
     assert pools == [
-        {"pool": None, "licenses": 1, "leased": 1, "free": 0, "expired": 0, "nodes_active": 1},
-        {"pool": "p", "licenses": 2, "leased": 1, "free": 1, "expired": 0, "nodes_active": 1},
+        {"pool": None, "licenses": 1, "leased": 1, "free": 0, "expired": 0, "nodes_active": 1, "waiting": None},
+        {"pool": "p", "licenses": 2, "leased": 1, "free": 1, "expired": 0, "nodes_active": 1, "waiting": None},
     ]
     licenses = json.loads(call(app, "GET", "/v1/admin/licenses?pool=p", AUTH).content)
     assert [row["id"] for row in licenses] == [pooled.guid, licenses[1]["id"]]
