@@ -168,6 +168,8 @@ def serve(
     admin_token: str | None = None,
     admin_token_file: str | None = None,
     no_metrics: Annotated[bool | None, Parameter(negative="")] = None,
+    config: str | None = None,
+    print_config: Annotated[bool, Parameter(negative="")] = False,
     runtime: Annotated[Runtime, Parameter(parse=False)],
 ) -> int:
     """run the relay server to manage license distribution
@@ -200,9 +202,20 @@ def serve(
         read the admin token from this file instead [$RELAY_ADMIN_TOKEN_FILE]
     no_metrics
         do not serve Prometheus metrics at /metrics [$RELAY_NO_METRICS=1]
+    config
+        read settings from this TOML file; flags and variables win over it [$RELAY_CONFIG]
+    print_config
+        print the effective settings as TOML (secrets masked) and exit
     """
+    from .config import apply_globals, config_path, layered, load_config
+    from .config import print_config as render_config
+
+    path = config_path(config, runtime.environ)
+    file = load_config(path, runtime.converter) if path else None
+    environ = layered(runtime.environ, file, path or "")
+    runtime.settings = apply_globals(runtime.settings, file, runtime.environ)
     options = resolve_options(
-        runtime.environ,
+        environ,
         bind=bind,
         port=port,
         signing_secret=signing_secret,
@@ -217,6 +230,11 @@ def serve(
         admin_token_file=admin_token_file,
         no_metrics=no_metrics,
     )
+    if print_config:
+        runtime.out.stdout.write(
+            render_config(options, runtime.settings, runtime.converter, environ)
+        )
+        return 0
     metrics = None
     if options.metrics:
         from relay_http.metrics import Metrics
