@@ -490,6 +490,12 @@ def main() -> int:
         action="store_true",
         help="the floor is `relay serve --no-metrics` on a copy of the database",
     )
+    parser.add_argument(
+        "--relay-args",
+        default="",
+        help="extra `relay serve` flags for the relay under test, e.g. --relay-args=--no-metrics "
+        "with --versus-no-metrics for an A/A run that shows the setup's own asymmetry",
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.connections.split(",")]
     if args.wrk and shutil.which("wrk") is None:
@@ -512,7 +518,8 @@ def main() -> int:
                            str(args.switch_interval)]  # fmt: skip
             else:
                 command = [str(RELAY), "serve", "--database", str(db), "--bind", "127.0.0.1",
-                           "--port", str(relay_port), "--threads", str(args.threads), "-v"]  # fmt: skip
+                           "--port", str(relay_port), "--threads", str(args.threads), "-v",
+                           *args.relay_args.split()]  # fmt: skip
             relay_proc = subprocess.Popen(command, stdout=log, stderr=log)
             floor_command = [PY, "-c", FLOOR_SERVER, str(floor_port), str(body_size)]
             if args.versus_no_metrics:

@@ -7,20 +7,34 @@ node fingerprints and pool names.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
+import attrs
 from cyclopts import Parameter
 
 from .durations import DurationError, parse_duration
 from .runtime import Runtime, UsageError
-from .tables import choose_layout, render, rfc3339
+from .tables import Layout, choose_layout, render, rfc3339
 from .values import split_csv
 
 __all__ = ["AUDIT_HEADERS", "EVENT_NAMES", "logs", "parse_since"]
 
 AUDIT_HEADERS = ("id", "created_at", "event", "entity", "pool")
+
+
+@attrs.frozen
+class AuditDocument:
+    """One audit row as `relay logs --json` prints it."""
+
+    id: int
+    created_at: datetime
+    event: str
+    entity_type: str
+    entity_id: int
+    entity: str | None
+    pool: str | None
+
 
 EVENT_NAMES = (
     "license.added",
@@ -119,22 +133,31 @@ def logs(
         runtime.out.success("audit log is empty")
         return 0
     rows: list[list[str | int | None]] = []
-    documents: list[Mapping[str, object]] = []
+    documents: list[AuditDocument] = []
     for record in records:
         entity = record.entity_label or f"{record.entity_type.label} #{record.entity_id}"
         created = rfc3339(record.created_at)
         rows.append([record.id, created, record.event.label, entity, record.pool_name])
         documents.append(
-            {
-                "id": record.id,
-                "created_at": created,
-                "event": record.event.label,
-                "entity_type": record.entity_type.label,
-                "entity_id": record.entity_id,
-                "entity": record.entity_label,
-                "pool": record.pool_name,
-            }
+            AuditDocument(
+                id=record.id,
+                created_at=datetime.fromtimestamp(record.created_at, UTC),
+                event=record.event.label,
+                entity_type=record.entity_type.label,
+                entity_id=record.entity_id,
+                entity=record.entity_label,
+                pool=record.pool_name,
+            )
         )
     layout = choose_layout(plain=plain, as_json=as_json, environ=runtime.environ, out=runtime.out)
-    render(AUDIT_HEADERS, rows, layout, runtime.out, records=documents)
+    if layout is Layout.JSON:  # through the one converter, like every --json output
+        render(
+            AUDIT_HEADERS,
+            rows,
+            layout,
+            runtime.out,
+            records=runtime.converter.unstructure(documents),
+        )
+        return 0
+    render(AUDIT_HEADERS, rows, layout, runtime.out)
     return 0

@@ -256,6 +256,11 @@ def create_app(
                 audit=not (no_audit if no_audit is not None else env_bool(env, "RELAY_NO_AUDIT")),
                 color=out.color,
                 pragmas=parse_pragmas(pragma or []),
+                flags=frozenset(
+                    name
+                    for name, value in (("database", database), ("no_audit", no_audit))
+                    if value is not None
+                ),
             )
         except (CycloptsError, UsageError) as exc:
             out.fatal(_one_line(exc))

@@ -85,14 +85,37 @@ def setting(
     )
 
 
+class InvalidKeyError(ValueError):
+    """A validator's complaint about one key (attrs validators run after cattrs has
+    attributed each value to its key, so they name it themselves)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 def _port(instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
     if value is not None and not 0 <= value <= 65535:
-        raise ValueError(f"must be 0-65535, got {value}")
+        raise InvalidKeyError(attribute.name, f"must be 0-65535, got {value}")
 
 
 def _at_least_one(instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
     if value is not None and value < 1:
-        raise ValueError(f"must be at least 1, got {value}")
+        raise InvalidKeyError(attribute.name, f"must be at least 1, got {value}")
+
+
+def _min_duration(seconds: float) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+        if value is not None and parse_duration(value) < seconds:
+            least = format_duration(seconds)
+            raise InvalidKeyError(attribute.name, f'must be at least {least}, got "{value}"')
+
+    return check
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and parse_duration(value) <= 0:
+        raise InvalidKeyError(attribute.name, f'must be positive, got "{value}"')
 
 
 @attrs.frozen(kw_only=True)
@@ -103,12 +126,12 @@ class ServeFile:
     port: int | None = setting(env="RELAY_PORT", validator=_port)
     signing_secret: str | None = setting(env="RELAY_SIGNING_SECRET", secret=True)
     signing_secret_file: str | None = setting(env="RELAY_SIGNING_SECRET_FILE")
-    ttl: Duration | None = setting(env="RELAY_LEASE_TTL")  # noqa: RUF009 - a str
+    ttl: Duration | None = setting(env="RELAY_LEASE_TTL", validator=_min_duration(30))  # noqa: RUF009
     no_heartbeats: bool | None = setting(
         env="RELAY_NO_HEARTBEATS", option="heartbeats", invert=True
     )
     strategy: Literal["fifo", "lifo", "rand"] | None = setting(env="RELAY_STRATEGY")
-    cull_interval: Duration | None = setting(env="RELAY_CULL_INTERVAL")  # noqa: RUF009
+    cull_interval: Duration | None = setting(env="RELAY_CULL_INTERVAL", validator=_positive)  # noqa: RUF009
     pool: str | None = setting(env="RELAY_POOL")
     threads: int | None = setting(env="RELAY_THREADS", validator=_at_least_one)
     admin_token: str | None = setting(env="RELAY_ADMIN_TOKEN", secret=True)
@@ -124,8 +147,8 @@ def _check_duration(value: object, _: type) -> Duration:
         raise TypeError(f'expected a duration string like "1m30s", got {_shown(value)}')
     try:
         parse_duration(value)
-    except DurationError as exc:
-        raise ValueError(str(exc).removeprefix("time: ")) from None
+    except DurationError:
+        raise ValueError(f'invalid duration "{value}"') from None
     return Duration(value)
 
 
@@ -176,6 +199,8 @@ def _first_problem(exc: BaseException) -> tuple[str, str]:
     """(key, message) for the first thing wrong in a cattrs structuring error."""
     import cattrs
 
+    if isinstance(exc, InvalidKeyError):
+        return exc.key, str(exc)
     if isinstance(exc, cattrs.ClassValidationError):
         with_notes, without = exc.group_exceptions()
         for error in without:
@@ -197,6 +222,8 @@ def _first_problem(exc: BaseException) -> tuple[str, str]:
 
 def _message(error: BaseException) -> str:
     text = str(error)
+    if isinstance(error, AttributeError) and "items" in text:
+        return "expected a table"
     if isinstance(error, KeyError) or not text:
         return "invalid value"
     if "Literal" in text or "not in" in text:
@@ -245,6 +272,11 @@ def file_environ(config: ServeFile, path: str) -> dict[str, str]:
         if env is None or value is None:
             continue
         layer[env] = _env_text(value)
+    for field in attrs.fields(ServeFile):
+        named = getattr(config, field.name)
+        if field.name.endswith("_file") and named is not None and not Path(named).is_file():
+            reason = "no such file" if not Path(named).exists() else "not a file"
+            raise ConfigError(f"{path}: {field.name}: {reason}: {named}")
     if config.signing_secret_file is not None and config.signing_secret is None:
         try:
             secret = Path(config.signing_secret_file).read_text(encoding="utf-8").strip()
@@ -268,15 +300,13 @@ def layered(environ: Mapping[str, str], config: ServeFile | None, path: str) -> 
 
 
 def apply_globals(
-    settings: Settings,
-    config: ServeFile | None,
-    environ: Mapping[str, str],
-    flags: frozenset[str],
+    settings: Settings, config: ServeFile | None, environ: Mapping[str, str]
 ) -> Settings:
     """The launcher's settings with the file's `database`, `no_audit` and `pragmas` where no
-    flag or variable set them (``flags``: the global flags given on the command line)."""
+    flag (`Settings.flags`) or variable set them."""
     if config is None:
         return settings
+    flags = settings.flags
     changes: dict[str, Any] = {}
     if config.database and "database" not in flags and not environ.get("RELAY_DATABASE"):
         changes["database"] = config.database

@@ -52,6 +52,8 @@ class Settings:
     audit: bool = True
     color: bool = False
     pragmas: Mapping[str, str] = attrs.field(factory=dict)
+    flags: frozenset[str] = frozenset()
+    """The global flags given on the command line (a config file must not override them)."""
 
 
 @attrs.define

@@ -251,6 +251,8 @@ def serve(
     no_metrics: Annotated[bool | None, Parameter(negative="")] = None,
     max_wait: str | None = None,
     max_waiting: int | None = None,
+    config: str | None = None,
+    print_config: Annotated[bool, Parameter(negative="")] = False,
     runtime: Annotated[Runtime, Parameter(parse=False)],
 ) -> int:
     """run the relay server to manage license distribution
@@ -295,9 +297,20 @@ def serve(
         longest wait for a seat a claim may ask for with "Prefer: wait=N", in seconds or as a duration; 0 disables waiting (default 60) [$RELAY_MAX_WAIT=60]
     max_waiting
         claims waiting for a seat at once; the next one gets 410 with Retry-After (default 256) [$RELAY_MAX_WAITING=256]
+    config
+        read settings from this TOML file; flags and variables win over it [$RELAY_CONFIG]
+    print_config
+        print the effective settings as TOML (secrets masked) and exit
     """
+    from .config import apply_globals, config_path, layered, load_config
+    from .config import print_config as render_config
+
+    path = config_path(config, runtime.environ)
+    file = load_config(path, runtime.converter) if path else None
+    environ = layered(runtime.environ, file, path or "")
+    runtime.settings = apply_globals(runtime.settings, file, runtime.environ)
     options = resolve_options(
-        runtime.environ,
+        environ,
         bind=bind,
         port=port,
         signing_secret=signing_secret,
@@ -331,6 +344,11 @@ def serve(
         allow_fingerprints=options.allow_fingerprints,
         max_new_nodes_per_minute=options.max_new_nodes_per_minute,
     )
+    if print_config:
+        runtime.out.stdout.write(
+            render_config(options, runtime.settings, runtime.converter, environ)
+        )
+        return 0
     metrics = None
     if options.metrics:
         from relay_http.metrics import Metrics

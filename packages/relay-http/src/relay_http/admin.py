@@ -16,13 +16,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import cattrs
 import falcon
 from relay_core import PoolNotFoundError, Relay, RelayError
 
 from .wire import JSON, go_json
+
+if TYPE_CHECKING:
+    import cattrs
 
 __all__ = [
     "ADMIN_PREFIX",
