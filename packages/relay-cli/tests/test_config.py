@@ -23,6 +23,9 @@ pool = "prod"
 threads = 4
 admin_token = "admin-secret"
 no_metrics = true
+max_wait = "2m"
+max_waiting = 9
+max_new_nodes_per_minute = 30
 database = "./file.sqlite"
 no_audit = true
 
@@ -59,6 +62,9 @@ def test_every_key_is_read_and_printed_back_with_secrets_masked(cli: Cli, tmp_pa
         "threads": 4,
         "admin_token": "********",
         "no_metrics": True,
+        "max_wait": 120,
+        "max_waiting": 9,
+        "max_new_nodes_per_minute": 30,
         "database": "./file.sqlite",
         "no_audit": True,
         "pragmas": {"mmap_size": "268435456", "synchronous": "FULL"},
@@ -142,3 +148,32 @@ def test_a_missing_file_is_an_error(cli: Cli, tmp_path: Path) -> None:
     assert (run.code, run.err) == (1, f"error: {tmp_path / 'nope.toml'}: no such file\n")
     cli.env["RELAY_CONFIG"] = str(tmp_path / "gone.toml")
     assert cli("serve").err == f"error: {tmp_path / 'gone.toml'}: no such file\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("max_wait = -1", "max_wait: must not be negative, got -1"),
+        ('max_wait = "1.5s"', 'max_wait: must be whole seconds and not negative, got "1.5s"'),
+        ("max_wait = true", 'max_wait: expected seconds or a duration string like "1m", got true'),
+        ("max_waiting = -2", "max_waiting: must not be negative, got -2"),
+        ("max_new_nodes_per_minute = 0", "max_new_nodes_per_minute: must be at least 1, got 0"),
+        ('node_token_file = "missing"', "node_token_file: no such file: missing"),
+        (
+            'allow_fingerprints = "missing"',
+            "cannot read allow-list missing: No such file or directory",
+        ),
+    ],
+)
+def test_wait_and_trust_keys_are_checked(cli: Cli, tmp_path: Path, text: str, message: str) -> None:
+    run = cli("serve", "--config", write(tmp_path, text + "\n"), "--print-config")
+    assert run.code == 1
+    assert run.err.strip().endswith(message), run.err
+
+
+def test_wait_keys_lose_to_flags_and_variables(cli: Cli, tmp_path: Path) -> None:
+    path = write(tmp_path, "max_wait = 30\nmax_waiting = 5\n")
+    assert printed(cli, "--config", path)["max_wait"] == 30
+    assert printed(cli, "--config", path, "--max-wait", "1m")["max_wait"] == 60
+    cli.env["RELAY_MAX_WAITING"] = "7"
+    assert printed(cli, "--config", path)["max_waiting"] == 7

@@ -52,6 +52,9 @@ __all__ = [
 Duration = NewType("Duration", str)
 """A Go duration in the file (``"2m"``, ``"1m30s"``); checked when the file is read."""
 
+WaitSeconds = NewType("WaitSeconds", str)
+"""``max_wait``: whole seconds as an integer (``60``) or a Go duration (``"1m"``); 0 disables."""
+
 PragmaValue = NewType("PragmaValue", str)
 """A pragma's value: a TOML string, integer or boolean, passed to SQLite as text."""
 
@@ -113,6 +116,11 @@ def _min_duration(seconds: float) -> Any:
     return check
 
 
+def _not_negative(instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and value < 0:
+        raise InvalidKeyError(attribute.name, f"must not be negative, got {value}")
+
+
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
     if value is not None and parse_duration(value) <= 0:
         raise InvalidKeyError(attribute.name, f'must be positive, got "{value}"')
@@ -137,6 +145,14 @@ class ServeFile:
     admin_token: str | None = setting(env="RELAY_ADMIN_TOKEN", secret=True)
     admin_token_file: str | None = setting(env="RELAY_ADMIN_TOKEN_FILE")
     no_metrics: bool | None = setting(env="RELAY_NO_METRICS", option="metrics", invert=True)
+    signing_key_file: str | None = setting(env="RELAY_SIGNING_KEY_FILE")
+    node_token_file: str | None = setting(env="RELAY_NODE_TOKEN_FILE")
+    allow_fingerprints: str | None = setting(env="RELAY_ALLOW_FINGERPRINTS")
+    max_new_nodes_per_minute: int | None = setting(
+        env="RELAY_MAX_NEW_NODES_PER_MINUTE", validator=_at_least_one
+    )
+    max_wait: WaitSeconds | None = setting(env="RELAY_MAX_WAIT")  # noqa: RUF009
+    max_waiting: int | None = setting(env="RELAY_MAX_WAITING", validator=_not_negative)
     database: str | None = setting(env="RELAY_DATABASE", globals=True)
     no_audit: bool | None = setting(env="RELAY_NO_AUDIT", option="audit", invert=True, globals=True)
     pragmas: dict[str, PragmaValue] | None = setting(globals=True)  # noqa: RUF009 - None
@@ -159,6 +175,22 @@ def _strict(kind: type, noun: str) -> Any:
         return value
 
     return structure
+
+
+def _wait_seconds(value: object, _: type) -> WaitSeconds:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"must not be negative, got {value}")
+        return WaitSeconds(str(value))
+    if not isinstance(value, str):
+        raise TypeError(f'expected seconds or a duration string like "1m", got {_shown(value)}')
+    try:
+        seconds = parse_duration(value)
+    except DurationError:
+        raise ValueError(f'invalid duration "{value}"') from None
+    if seconds < 0 or seconds != int(seconds):
+        raise ValueError(f'must be whole seconds and not negative, got "{value}"')
+    return WaitSeconds(value)
 
 
 def _pragma(value: object, _: type) -> PragmaValue:
@@ -189,6 +221,7 @@ def make_cli_converter() -> cattrs.Converter:
     converter = make_converter()
     converter.register_structure_hook(Duration, _check_duration)
     converter.register_structure_hook(PragmaValue, _pragma)
+    converter.register_structure_hook(WaitSeconds, _wait_seconds)
     converter.register_structure_hook(str, _strict(str, "a string"))
     converter.register_structure_hook(int, _strict(int, "an integer"))
     converter.register_structure_hook(bool, _strict(bool, "true or false"))
