@@ -99,6 +99,7 @@ def build(
     port: Annotated[int | None, Parameter(name=["--port"])] = None,
     signing_secret: str | None = None,
     output: Path | None = None,
+    binary: Path | None = None,
     runtime: Annotated[Runtime, Parameter(parse=False)],
 ) -> int:
     """write a relay-lock wheel that binds relay to one customer machine
@@ -126,6 +127,9 @@ def build(
         force `serve` to sign responses with this secret and remove --signing-secret
     output
         directory to write the wheel into (created if missing)
+    binary
+        the one-file relay (dist/relay of ./dev dist) to lock: also writes <output>/relay, a
+        copy with this lock baked in, which needs no Python on the customer's machine
     """
     from .licenses import require
 
@@ -146,6 +150,13 @@ def build(
         )
     except LockConfigError as exc:
         raise UsageError(str(exc)) from None
+    if binary is not None:
+        from .embeddedlock import EmbedError, unlocked_build
+
+        try:
+            unlocked_build(binary)  # before anything is written
+        except EmbedError as exc:
+            raise UsageError(str(exc)) from None
     try:
         path = build_lock_wheel(lock, output)
     except OSError as exc:
@@ -153,6 +164,13 @@ def build(
             f"cannot write the lock wheel into {output}: {exc.strerror or exc}"
         ) from None
     runtime.out.plain(str(path))
+    if binary is not None:
+        from .embeddedlock import EmbedError, embed_lock_wheel
+
+        try:
+            runtime.out.plain(embed_lock_wheel(binary, path, output / "relay"))
+        except EmbedError as exc:
+            raise UsageError(str(exc)) from None
     return 0
 
 
