@@ -1,26 +1,27 @@
-"""Start-up of the one-file `dist/relay` against the venv's `relay`, measured side by side.
+"""Start-up of the one-file `dist/relay` (and `dist/relay-onedir/relay`) against the venv's `relay`.
 
-    .venv/bin/python bench/dist.py [--runs 20] [--relay dist/relay]
+    .venv/bin/python bench/dist.py [--runs 20] [--relay dist/relay] [--onedir ...]
 
 A one-file executable unpacks its bundle (interpreter, libraries, modules) into a fresh
 temporary folder on every start; the venv's `relay` imports from site-packages. Two things are
-timed, `--runs` times each, the sides interleaved (venv, one file, venv, ...):
+timed, `--runs` times each, the sides interleaved (venv, one file, one folder, venv, ...):
 
-1. `relay version`: wall time from spawn to exit;
+1. `relay version`: wall time from spawn to exit, and CPU time (user + system, children
+   included);
 2. serve readiness: wall time from spawning `relay serve` to its first 200 on GET /v1/health
    (polled every 5 ms over loopback), on a database made beforehand by each side's `relay ls`.
 
-The one-file build runs with `env -i PATH=/usr/bin:/bin HOME=<empty folder>`, as shipped; the
+The one-file and one-folder builds run with `env -i PATH=/usr/bin:/bin HOME=<empty folder>`, as shipped; the
 venv's `relay` with this environment, with bytecode caching allowed after a warm-up (as a pip
-install is byte-compiled). Reported: median and min-max of each, and the median ratio one file /
-venv of the per-pair times.
+install is byte-compiled). Reported: median and min-max of each, and the median ratios one file /
+venv and one folder / venv of the per-round times.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -40,10 +41,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def time_version(relay: str, env: dict[str, str], cwd: Path) -> float:
+def health_status(port: int) -> int | None:
+    """GET /v1/health over a bare socket (bench/http.py shadows the `http` package here)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /v1/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            head = sock.recv(64)
+    except OSError:
+        return None
+    parts = head.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+
+
+def time_version(relay: str, env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of one `relay version`; CPU (user + system of the process and its
+    children, the one-file unpacker's Python child included) is steadier on a busy machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run([relay, "version"], env=env, cwd=cwd, check=True, capture_output=True)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def time_ready(relay: str, env: dict[str, str], cwd: Path) -> float:
@@ -59,15 +77,9 @@ def time_ready(relay: str, env: dict[str, str], cwd: Path) -> float:
     try:
         deadline = started + 60
         while time.perf_counter() < deadline:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                conn.request("GET", "/v1/health")
-                if conn.getresponse().status == 200:
-                    return time.perf_counter() - started
-            except OSError:
-                time.sleep(0.005)
-            finally:
-                conn.close()
+            if health_status(port) == 200:
+                return time.perf_counter() - started
+            time.sleep(0.005)
         raise SystemExit("relay serve did not become ready within 60 s")
     finally:
         process.terminate()
@@ -83,40 +95,44 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--relay", default=str(ROOT / "dist" / "relay"))
+    parser.add_argument("--onedir", default=str(ROOT / "dist" / "relay-onedir" / "relay"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        home, onefile_dir, venv_dir = root / "home", root / "onefile", root / "venv"
-        for folder in (home, onefile_dir, venv_dir):
-            folder.mkdir()
-        onefile_env = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+        home = root / "home"
+        home.mkdir()
+        minimal = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
         venv_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         sides = {
-            "venv": (VENV_RELAY, venv_env, venv_dir),
-            "one file": (args.relay, onefile_env, onefile_dir),
+            "venv": (VENV_RELAY, venv_env, root / "venv"),
+            "one file": (args.relay, minimal, root / "onefile"),
+            "folder": (args.onedir, minimal, root / "onedir"),
         }
+        for _, _, folder in sides.values():
+            folder.mkdir()
         for relay, env, cwd in sides.values():  # warm-up: bytecode, page cache, the database
             subprocess.run([relay, "ls"], env=env, cwd=cwd, check=True, capture_output=True)
             time_version(relay, env, cwd)
         results: dict[str, dict[str, list[float]]] = {
-            name: {"version": [], "ready": []} for name in sides
+            name: {"version": [], "cpu": [], "ready": []} for name in sides
         }
         for _ in range(args.runs):
             for name, (relay, env, cwd) in sides.items():
-                results[name]["version"].append(time_version(relay, env, cwd))
+                wall, cpu = time_version(relay, env, cwd)
+                results[name]["version"].append(wall)
+                results[name]["cpu"].append(cpu)
             for name, (relay, env, cwd) in sides.items():
                 results[name]["ready"].append(time_ready(relay, env, cwd))
     size = Path(args.relay).stat().st_size
     print(f"{args.relay}: {size / 1e6:.1f} MB; {args.runs} runs each, interleaved")
-    for what in ("version", "ready"):
-        label = "relay version" if what == "version" else "serve ready "
+    labels = {"version": "version wall", "cpu": "version CPU ", "ready": "serve ready "}
+    for what, label in labels.items():
         for name in sides:
             print(f"  {label} {name:8} {summary(results[name][what])}")
-        ratios = [
-            one / venv
-            for one, venv in zip(results["one file"][what], results["venv"][what], strict=True)
-        ]
-        print(f"  {label} one file / venv: {statistics.median(ratios):.2f}")
+        for name in ("one file", "folder"):
+            pairs = zip(results[name][what], results["venv"][what], strict=True)
+            ratio = statistics.median(one / venv for one, venv in pairs)
+            print(f"  {label} {name} / venv: {ratio:.2f}")
     return 0
 
 

@@ -10,7 +10,9 @@
    member from the wheelhouse (offline, which checks the wheelhouse too); PyInstaller freezes
    packaging/relay_main.py with packaging/relay.spec, which bundles the metadata of every relay
    distribution and every ``relay.storage`` backend installed there. ``relay.sha256`` is
-   ``sha256sum -c``'s format.
+   ``sha256sum -c``'s format. The same analysis also gives `relay-onedir/` (the executable
+   beside its unpacked bundle: no unpacking at start, see docs/performance.md), published as
+   that folder and as ``relay-onedir.tar.gz`` with its ``.sha256``.
 3. With ``--lock LOCKWHEEL`` (a ``relay lock build`` wheel): ``dist/locked/relay``, a copy of
    `relay` with that lock embedded (relay_cli.embeddedlock), and its ``relay.sha256``.
 
@@ -30,6 +32,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -136,10 +139,9 @@ def build_binary(work: Path, wheelhouse: Path) -> Path:
          *local],
         env=pip_env(),
     )  # fmt: skip
-    log("PyInstaller (one file)")
+    log("PyInstaller (one file, and one folder from the same analysis)")
     env = dict(os.environ)
     env.update(
-        RELAY_DIST_MODE="onefile",
         RELAY_DIST_NAME="relay",
         RELAY_DIST_ENTRY=str(PACKAGING / "relay_main.py"),
         RELAY_DIST_INFO=str(work / "relay-build.txt"),
@@ -152,6 +154,7 @@ def build_binary(work: Path, wheelhouse: Path) -> Path:
     )  # fmt: skip
     binary = work / "relay"
     (work / "out" / "relay").replace(binary)
+    (work / "out" / "relay-onedir").replace(work / "relay-onedir")
     done = subprocess.run(
         [binary, "version"], capture_output=True, text=True, timeout=120, check=False, cwd=work
     )
@@ -174,6 +177,10 @@ def build(key: str, cache: Path) -> Path:
         build_wheelhouse(wheelhouse)
         binary = build_binary(work, wheelhouse)
         write_sums(work, [binary.name], work / "relay.sha256")
+        log("relay-onedir.tar.gz")
+        with tarfile.open(work / "relay-onedir.tar.gz", "w:gz", compresslevel=6) as archive:
+            archive.add(work / "relay-onedir", arcname="relay-onedir")
+        write_sums(work, ["relay-onedir.tar.gz"], work / "relay-onedir.tar.gz.sha256")
         (work / "relay-build.txt").unlink(missing_ok=True)
         final = cache / key
         try:
@@ -206,9 +213,12 @@ def prune(cache: Path, keep: Path) -> None:
 def publish(built: Path, dist: Path) -> None:
     """Copy the cached build into dist/ (replacing an older one)."""
     dist.mkdir(exist_ok=True)
+    shutil.rmtree(dist / "locked", ignore_errors=True)  # made from an older relay, if any
     shutil.rmtree(dist / "wheelhouse", ignore_errors=True)
     shutil.copytree(built / "wheelhouse", dist / "wheelhouse")
-    for name in ("relay", "relay.sha256"):
+    shutil.rmtree(dist / "relay-onedir", ignore_errors=True)
+    shutil.copytree(built / "relay-onedir", dist / "relay-onedir", symlinks=True)
+    for name in ("relay", "relay.sha256", "relay-onedir.tar.gz", "relay-onedir.tar.gz.sha256"):
         partial = dist / f".{name}.partial"
         shutil.copy2(built / name, partial)
         partial.replace(dist / name)

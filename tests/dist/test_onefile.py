@@ -7,12 +7,13 @@ import platform
 import re
 import subprocess
 import sys
+import tarfile
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import relay_cli
 
-from .conftest import ROOT, Alone, Dist, free_port, wait_healthy
+from .conftest import ROOT, Alone, Dist, free_port, minimal_env, run, wait_healthy
 
 # The end-to-end CLI and server tests (tests/e2e) that run against dist/relay as they run against
 # the venv's relay: add (Ed25519 and RSA files), ls, stat, logs, serve, claim, heartbeat, release,
@@ -119,3 +120,42 @@ def test_serve_in_a_minimal_environment_stops_on_sigterm(onefile: Alone, tmp_pat
         out, err = process.communicate(timeout=20)
     assert (process.returncode, out) == (0, "the server is starting\n"), err
     assert (tmp_path / "relay.sqlite").exists()
+
+
+def test_one_folder_build_runs_alone_and_serves(dist: Dist, tmp_path: Path) -> None:
+    """dist/relay-onedir.tar.gz verifies, unpacks to a folder that runs with a minimal
+    environment: same version line, names itself one-folder, serves and stops on SIGTERM."""
+    check = subprocess.run(
+        ["sha256sum", "-c", "relay-onedir.tar.gz.sha256"],
+        cwd=dist.folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.stdout == "relay-onedir.tar.gz: OK\n", check.stderr
+    site, home = tmp_path / "opt", tmp_path / "home"
+    site.mkdir()
+    home.mkdir()
+    with tarfile.open(dist.folder / "relay-onedir.tar.gz") as archive:
+        archive.extractall(site, filter="tar")
+    relay = site / "relay-onedir" / "relay"
+    work = tmp_path / "work"
+    work.mkdir()
+    version = run([str(relay), "version"], cwd=work, env=minimal_env(home))
+    assert (version.code, version.out) == (0, relay_cli.__version__ + "\n")
+    assert version.err.startswith("one-folder build for linux/"), version.err
+    port = free_port()
+    process = subprocess.Popen(
+        [str(relay), "serve", "--bind", "127.0.0.1", "--port", str(port)],
+        cwd=work,
+        env=minimal_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_healthy(process, port) == 200
+    finally:
+        process.terminate()
+        out, err = process.communicate(timeout=20)
+    assert (process.returncode, out) == (0, "the server is starting\n"), err

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["BUILD_INFO", "build_description", "build_info", "is_frozen"]
+__all__ = ["BUILD_INFO", "build_description", "build_info", "is_frozen", "one_folder"]
 
 BUILD_INFO = "relay-build.txt"
 
@@ -38,13 +38,23 @@ def build_info() -> dict[str, str]:
     return info
 
 
+def one_folder() -> bool:
+    """True for the one-folder layout, whose bundle sits beside the executable; a one-file
+    build unpacks it into a temporary folder elsewhere."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    if not isinstance(bundle, str):
+        return False
+    folder = os.path.dirname(os.path.abspath(sys.executable))
+    return os.path.dirname(os.path.abspath(bundle)) == folder or os.path.abspath(bundle) == folder
+
+
 def build_description() -> str | None:
     """One line for `relay version` in a frozen build, e.g.
     ``one-file build for linux/amd64, glibc >= 2.34, Python 3.11.7``; None in a venv."""
     info = build_info()
     if not info:
         return None
-    kind = "one-folder" if info.get("mode") == "onedir" else "one-file"
+    kind = "one-folder" if one_folder() else "one-file"
     return (
         f"{kind} build for {info.get('platform', 'unknown platform')}, "
         f"glibc >= {info.get('glibc', 'unknown')}, Python {info.get('python', 'unknown')}"
