@@ -182,6 +182,10 @@ def build(key: str, cache: Path) -> Path:
             archive.add(work / "relay-onedir", arcname="relay-onedir")
         write_sums(work, ["relay-onedir.tar.gz"], work / "relay-onedir.tar.gz.sha256")
         (work / "relay-build.txt").unlink(missing_ok=True)
+        if source_hash() != key:
+            raise SystemExit(
+                "relay dist: the sources changed during the build; nothing was cached, run again"
+            )
         final = cache / key
         try:
             work.rename(final)
