@@ -167,3 +167,31 @@ def test_build_description_reads_the_bundled_build_file(
     assert frozen.build_description() == (
         "one-file build for linux/amd64, glibc >= 2.35, Python 3.11.7"
     )
+
+
+@pytest.mark.parametrize("case", ["not a build", "same file"])
+def test_lock_build_binary_checks_before_writing_anything(
+    executable: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    """`relay lock build --binary`: a bad executable, or an output that is the executable itself,
+    is one `Error:` line, exit 1, and no wheel is written."""
+    from relay_cli.cli import run
+
+    output = tmp_path / "out"
+    if case == "not a build":
+        binary = tmp_path / "script"
+        binary.write_bytes(b"#!/bin/sh\n")
+        message = f"Error: {binary} is not a one-file relay (build one with ./dev dist)\n"
+    else:
+        output.mkdir()
+        binary = output / "relay"
+        executable.replace(binary)
+        message = f"Error: refusing to overwrite {binary} with its locked copy\n"
+    status = run(
+        ["--database", str(tmp_path / "db.sqlite"), "lock", "build", "--public-key", PUBLIC_KEY,
+         "--fingerprint", FINGERPRINT, "--output", str(output), "--binary", str(binary)]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert (status, captured.out, captured.err) == (1, "", message)
+    assert not list(output.glob("*.whl"))
+    assert not (tmp_path / "db.sqlite").exists()

@@ -157,6 +157,9 @@ def build(
             unlocked_build(binary)  # before anything is written
         except EmbedError as exc:
             raise UsageError(str(exc)) from None
+        target = output / "relay"
+        if target.exists() and target.samefile(binary):
+            raise UsageError(f"refusing to overwrite {binary} with its locked copy")
     try:
         path = build_lock_wheel(lock, output)
     except OSError as exc:
