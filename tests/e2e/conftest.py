@@ -40,7 +40,13 @@ _RELAY_VARIABLES = ("PORT", "BIND_ADDR", "DEBUG", "NO_COLOR", "CI", "TERM")
 
 
 def relay_executable() -> str:
-    """The `relay` installed next to this Python (the shared venv), else the one on PATH."""
+    """`$RELAY_EXECUTABLE` (e.g. the one-file build, see tests/dist), else the `relay` installed
+    next to this Python (the shared venv), else the one on PATH."""
+    chosen = os.environ.get("RELAY_EXECUTABLE")
+    if chosen:
+        if not os.access(chosen, os.X_OK):
+            pytest.fail(f"RELAY_EXECUTABLE={chosen} is not an executable file")
+        return chosen
     beside = Path(sys.executable).with_name("relay")
     if beside.exists():
         return str(beside)
@@ -51,9 +57,15 @@ def relay_executable() -> str:
 
 
 RELAY = relay_executable()
+# With RELAY_EXECUTABLE, relay runs with only PATH=/usr/bin:/bin and HOME (as `env -i` would):
+# a one-file build must need nothing from the environment of the machine it is copied to.
+MINIMAL_ENV = bool(os.environ.get("RELAY_EXECUTABLE"))
 
 
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    if MINIMAL_ENV:
+        home = os.environ.get("RELAY_EXECUTABLE_HOME") or str(Path.home())
+        return {"PATH": "/usr/bin:/bin", "HOME": home, **(extra or {})}
     env = {
         k: v
         for k, v in os.environ.items()

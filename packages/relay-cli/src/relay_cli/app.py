@@ -3,7 +3,8 @@
 `relay version` and `relay --version` are answered before cyclopts (or anything else) is
 imported: they are what scripts and health checks call most, and they must start about as fast
 as a bare Python. The node lock is looked up with `relay_cli.lockfind` (standard library only)
-for the `+node-locked` suffix. Everything else goes through the cyclopts app in `relay_cli.cli`.
+for the `+node-locked` suffix; a one-file build adds its platform and glibc floor on stderr
+(`relay_cli.frozen`). Everything else goes through the cyclopts app in `relay_cli.cli`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,18 @@ from collections.abc import Sequence
 
 from . import __version__
 
-__all__ = ["main"]
+__all__ = ["describe_build", "main"]
+
+
+def describe_build() -> None:
+    """In the one-file build, name its platform and glibc floor on stderr (stdout keeps the bare
+    version that scripts compare, byte for byte the venv's)."""
+    from .frozen import build_description
+
+    described = build_description()
+    if described is not None:
+        sys.stdout.flush()
+        sys.stderr.write(described + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -29,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(1) from None
         text = version_string(__version__, None if lock is None else lock.fingerprint)
         sys.stdout.write(text + "\n" if args == ["version"] else f"relay version {text}\n")
+        describe_build()
         raise SystemExit(0)
 
     from .cli import run

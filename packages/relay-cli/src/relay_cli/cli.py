@@ -309,6 +309,9 @@ def version_command(text: str) -> Callable[[], int]:
     def version() -> int:
         """print the current relay version"""
         sys.stdout.write(text + "\n")
+        from .app import describe_build
+
+        describe_build()
         return 0
 
     return version

@@ -17,6 +17,10 @@ import sys
 # loaded this module at interpreter start.
 from _collections_abc import Iterable, Iterator, Mapping
 
+TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing costs more than the lookup
+if TYPE_CHECKING:
+    from .embeddedlock import EmbeddedLock
+
 __all__ = [
     "ENTRY_POINT_GROUP",
     "FoundLock",
@@ -106,9 +110,26 @@ def lock_entry_points(
     return found
 
 
+def _embedded_lock() -> EmbeddedLock | None:
+    """The lock baked into a frozen one-file `relay` (relay_cli.embeddedlock); None in a venv."""
+    if not getattr(sys, "frozen", False):
+        return None
+    from .embeddedlock import EmbedError, read_embedded
+
+    try:
+        return read_embedded(sys.executable)
+    except EmbedError as exc:
+        raise LockLoadError(str(exc)) from None
+
+
 def find_lock(paths: Iterable[str] | None = None) -> FoundLock | None:
-    """The installed lock's constants, or None when Relay is not node-locked."""
+    """The installed lock's constants, or None when Relay is not node-locked.
+
+    With `paths` None (`sys.path`), a lock embedded in a one-file build counts as installed."""
     points = lock_entry_points(paths)
+    embedded = _embedded_lock() if paths is None else None
+    if embedded is not None:
+        points.append((embedded.distribution, embedded.name, embedded.target))
     if not points:
         return None
     if len(points) > 1:
@@ -117,6 +138,8 @@ def find_lock(paths: Iterable[str] | None = None) -> FoundLock | None:
     dist, _, target = points[0]
     module_name, _, attribute = target.partition(":")
     try:
+        if embedded is not None and embedded.module == module_name.strip():
+            embedded.install()
         __import__(module_name.strip())
         value: object = sys.modules[module_name.strip()]
         for part in filter(None, attribute.strip().split(".")):

@@ -102,6 +102,7 @@ def build(
     signing_key_file: Path | None = None,
     output: Path | None = None,
     public_key_file: PublicKeyFileFlag = None,
+    binary: Path | None = None,
     runtime: Annotated[Runtime, Parameter(parse=False)],
 ) -> int:
     """write a relay-lock wheel that binds relay to one customer machine
@@ -134,6 +135,9 @@ def build(
         directory to write the wheel into (created if missing)
     public_key_file
         read the public key (Ed25519 hex or RSA PEM) from this file instead of --public-key
+    binary
+        the one-file relay (dist/relay of ./dev dist) to lock: also writes <output>/relay, a
+        copy with this lock baked in, which needs no Python on the customer's machine
     """
     from .licenses import require
 
@@ -163,6 +167,16 @@ def build(
         )
     except LockConfigError as exc:
         raise UsageError(str(exc)) from None
+    if binary is not None:
+        from .embeddedlock import EmbedError, unlocked_build
+
+        try:
+            unlocked_build(binary)  # before anything is written
+        except EmbedError as exc:
+            raise UsageError(str(exc)) from None
+        target = output / "relay"
+        if target.exists() and target.samefile(binary):
+            raise UsageError(f"refusing to overwrite {binary} with its locked copy")
     try:
         path = build_lock_wheel(lock, output)
     except OSError as exc:
@@ -170,6 +184,13 @@ def build(
             f"cannot write the lock wheel into {output}: {exc.strerror or exc}"
         ) from None
     runtime.out.plain(str(path))
+    if binary is not None:
+        from .embeddedlock import EmbedError, embed_lock_wheel
+
+        try:
+            runtime.out.plain(embed_lock_wheel(binary, path, output / "relay"))
+        except EmbedError as exc:
+            raise UsageError(str(exc)) from None
     return 0
 
 
