@@ -27,6 +27,7 @@ from .errors import (
     StorageBusyError,
     StorageCorruptError,
     StorageError,
+    StorageUnavailableError,
     VerificationError,
 )
 from .model import (
@@ -101,6 +102,7 @@ __all__ = [
     "StorageBusyError",
     "StorageCorruptError",
     "StorageError",
+    "StorageUnavailableError",
     "Store",
     "Strategy",
     "SystemClock",

@@ -20,6 +20,7 @@ from relay_core import (
     PoolNotFoundError,
     RelayError,
     StorageBusyError,
+    StorageUnavailableError,
 )
 
 from .wire import JSON, error_body
@@ -96,6 +97,7 @@ ERROR_TABLE: dict[type[Exception], ErrorRule] = {
     ),
     NoLicensesAvailableError: ErrorRule(falcon.HTTP_410, "no licenses available", logging.WARNING),
     StorageBusyError: ErrorRule(falcon.HTTP_503, None, logging.ERROR, retry_after=1),
+    StorageUnavailableError: ErrorRule(falcon.HTTP_503, None, logging.ERROR, retry_after=1),
     RelayError: ErrorRule(falcon.HTTP_500, None, logging.ERROR),
     Exception: ErrorRule(falcon.HTTP_500, None, logging.ERROR, traceback=True),
 }
