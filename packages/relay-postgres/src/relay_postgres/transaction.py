@@ -76,9 +76,12 @@ _SET_LEASE = (
     "FROM pick WHERE licenses.id = pick.id AND licenses.node_id IS NULL "
     "RETURNING " + ", ".join(f"licenses.{c}" for c in _LICENSE_COLUMNS)
 )
+# pool_id leads the ORDER BY although it is fixed: the planner treats `pool_id IS NULL` as a
+# filter, not a constant, and would otherwise sort every free license instead of walking
+# relay_licenses_free (pool_id, created_at, id) in order and stopping at the first.
 _ORDER = {
-    Strategy.FIFO: " ORDER BY created_at, id",
-    Strategy.LIFO: " ORDER BY created_at DESC, id DESC",
+    Strategy.FIFO: " ORDER BY pool_id, created_at, id",
+    Strategy.LIFO: " ORDER BY pool_id DESC, created_at DESC, id DESC",
 }
 # fifo/lifo: one statement walks the free-license index in order, skipping rows another
 # transaction is leasing right now, and leases the first.
@@ -92,8 +95,10 @@ _LEASE_ORDERED = {
 # the span of the pool's free ids (two index seeks); the first drawn id that is a free, valid,
 # unlocked license of the pool is leased. Each accepted draw is uniform over the free licenses.
 _LEASE_DRAWN = _by_pool(
-    "WITH span AS (SELECT min(id) AS lo, max(id) AS hi FROM licenses "
-    "WHERE {pool} AND node_id IS NULL), "
+    "WITH span AS (SELECT "
+    "(SELECT id FROM licenses WHERE {pool} AND node_id IS NULL ORDER BY pool_id, id LIMIT 1) "
+    "AS lo, (SELECT id FROM licenses WHERE {pool} AND node_id IS NULL "
+    "ORDER BY pool_id DESC, id DESC LIMIT 1) AS hi), "
     "drawn AS (SELECT span.lo + floor(d.x * (span.hi - span.lo + 1))::BIGINT AS id, d.n "
     "FROM span, unnest(%(draws)s::float8[]) WITH ORDINALITY AS d(x, n) "
     "WHERE span.lo IS NOT NULL), "
@@ -106,7 +111,7 @@ _COUNT_FREE = _by_pool("SELECT count(*) FROM (" + _FREE + ") AS f")
 _LEASE_NTH = _by_pool(
     "WITH pick AS ("
     + _FREE
-    + " ORDER BY created_at, id OFFSET %(offset)s LIMIT 1 FOR UPDATE SKIP LOCKED) "
+    + " ORDER BY pool_id, created_at, id OFFSET %(offset)s LIMIT 1 FOR UPDATE SKIP LOCKED) "
     + _SET_LEASE
 )
 _HAS_FREE = _by_pool("SELECT EXISTS (" + _FREE + ")")
