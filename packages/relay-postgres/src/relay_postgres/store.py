@@ -50,6 +50,12 @@ _CONNECT_DEFAULTS: Mapping[str, str] = {
     "tcp_user_timeout": "8000",
     "application_name": "relay",
 }
+_DOWN_TIMEOUT = 0.5
+"""Seconds to wait for a connection while the server is known to be down: requests then fail
+(HTTP 503) at once instead of each waiting the whole pool timeout; a reconnection still gets
+its chance, as the pool tries again for each request that waits."""
+_CHECK_TIMEOUT = 2.0
+"""At most this long for a health check to get a connection."""
 _ATTEMPTS = 3
 """Runs of one piece of work (`run`) when it fails for a reason worth retrying (a deadlock, a
 connection the server dropped) before anything was committed."""
@@ -88,6 +94,7 @@ class PostgresStore:
         extra = {k: v for k, v in _CONNECT_DEFAULTS.items() if k not in given}
         self.conninfo = make_conninfo(conninfo, **extra)
         self._closed = False
+        self._down = False
         self._checking = threading.Lock()
         try:
             with psycopg.connect(self.conninfo, autocommit=True) as conn:
@@ -111,6 +118,9 @@ class PostgresStore:
     def _translate(self, exc: BaseException) -> StorageError:
         error = translate(exc, self.where)
         if is_transient(exc):
+            if not self._down:
+                log.error("lost the database: %s", error)
+            self._down = True
             self._purge_soon()
         return error
 
@@ -130,17 +140,23 @@ class PostgresStore:
         threading.Thread(target=purge, name="relay-postgres-check", daemon=True).start()
 
     @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+    def _connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
         if self._closed:
             raise StorageError(f"database {self.where} is closed")
+        wait = self._timeout if timeout is None else min(timeout, self._timeout)
+        if self._down:
+            wait = min(wait, _DOWN_TIMEOUT)
         try:
-            conn = self._pool.getconn()
+            conn = self._pool.getconn(timeout=wait)
         except Exception as exc:
             raise self._translate(exc) from exc
         try:
             yield conn
         finally:
             self._pool.putconn(conn)
+        if self._down:
+            log.warning("the database %s is back", self.where)
+            self._down = False
 
     @contextmanager
     def transaction(self) -> Iterator[PostgresTransaction]:
@@ -178,7 +194,7 @@ class PostgresStore:
 
     def check(self) -> None:
         """Raise `StorageUnavailableError` unless the database answers now (health probes)."""
-        with self._connection() as conn:
+        with self._connection(_CHECK_TIMEOUT) as conn:
             try:
                 conn.execute("SELECT 1").fetchone()
             except psycopg.Error as exc:

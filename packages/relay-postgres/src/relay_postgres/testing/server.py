@@ -20,11 +20,12 @@ from collections.abc import Sequence
 from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import attrs
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 __all__ = ["PostgresServer", "PostgresServerError", "external_server", "start_server"]
 
@@ -79,7 +80,8 @@ class PostgresServer:
         return self.data_dir is not None
 
     def url(self, dbname: str, **params: str) -> str:
-        return make_conninfo(self.admin_url, dbname=dbname, **params)
+        """A ``postgresql://`` URL (what `relay --database` takes) for `dbname` on this server."""
+        return _url(self.admin_url, dbname=dbname, **params)
 
     def create_database(self, prefix: str = "relay_test") -> str:
         """A new empty database; returns its URL. Dropped by `close()` on a foreign server."""
@@ -94,7 +96,7 @@ class PostgresServer:
         name = f"{prefix}_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
-        return make_conninfo(database_url, options=f"-c search_path={name}")
+        return _url(database_url, options=f"-c search_path={name}")
 
     def execute(self, database_url: str, query: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run one statement on `database_url` (autocommit) and return its rows, if any."""
@@ -149,6 +151,19 @@ class PostgresServer:
         with suppress(PostgresServerError):
             self.stop("immediate")
         shutil.rmtree(self.data_dir.parent, ignore_errors=True)
+
+
+def _url(conninfo: str, **changes: str) -> str:
+    """`conninfo` (URL or key=value) with `changes`, as a ``postgresql://`` URL."""
+    parts = {**conninfo_to_dict(conninfo), **changes}
+    user = quote(str(parts.pop("user", "")), safe="")
+    password = parts.pop("password", None)
+    host = str(parts.pop("host", "127.0.0.1"))
+    port = str(parts.pop("port", "5432"))
+    dbname = quote(str(parts.pop("dbname", "")), safe="")
+    auth = f"{user}:{quote(str(password), safe='')}@" if password else f"{user}@" if user else ""
+    query = f"?{urlencode(parts, quote_via=quote)}" if parts else ""
+    return f"postgresql://{auth}{host}:{port}/{dbname}{query}"
 
 
 def external_server(url: str) -> PostgresServer:
