@@ -371,8 +371,103 @@ class PostgresTransaction:
             for r in self._all(sql, params)
         ]
 
+    # copying (relay_core.copying.CopyTransaction)
+    def list_nodes(self) -> list[Node]:
+        return [_node(r) for r in self._all(f"SELECT {_NODE} FROM nodes ORDER BY id")]
+
+    def audit_page(self, after_id: int, limit: int) -> list[AuditRecord]:
+        rows = self._all(_AUDIT + " WHERE a.id > %s ORDER BY a.id LIMIT %s", (after_id, limit))
+        return [
+            AuditRecord(
+                id=r[0],
+                event=_event(r[1]),
+                entity_type=_entity(r[2]),
+                entity_id=r[3],
+                entity_label=r[4],
+                pool_id=r[5],
+                pool_name=r[6],
+                created_at=r[7],
+            )
+            for r in rows
+        ]
+
+    def is_empty(self) -> bool:
+        row = self._one(
+            "SELECT NOT (EXISTS (SELECT 1 FROM pools) OR EXISTS (SELECT 1 FROM licenses) "
+            "OR EXISTS (SELECT 1 FROM nodes) OR EXISTS (SELECT 1 FROM audit_logs))"
+        )
+        return bool(row[0])
+
+    def import_rows(
+        self,
+        *,
+        pools: Sequence[Pool] = (),
+        nodes: Sequence[Node] = (),
+        licenses: Sequence[License] = (),
+        audit: Sequence[AuditRecord] = (),
+    ) -> None:
+        try:
+            with self._conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO pools (id, name, created_at) VALUES (%s, %s, %s)",
+                    [(p.id, p.name, p.created_at) for p in pools],
+                )
+                cur.executemany(
+                    f"INSERT INTO nodes ({_NODE}) VALUES (%s, %s, %s, %s, %s)",
+                    [
+                        (n.id, n.fingerprint, n.last_heartbeat_at, n.created_at, n.deactivated_at)
+                        for n in nodes
+                    ],
+                )
+                cur.executemany(
+                    f"INSERT INTO licenses ({_LICENSE}) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            lic.id,
+                            lic.guid,
+                            lic.file,
+                            lic.key,
+                            lic.claims,
+                            lic.last_claimed_at,
+                            lic.last_released_at,
+                            lic.node_id,
+                            lic.pool_id,
+                            lic.created_at,
+                            lic.file_expires_at,
+                        )
+                        for lic in licenses
+                    ],
+                )
+                cur.executemany(
+                    "INSERT INTO audit_logs "
+                    "(id, event_type_id, entity_type_id, entity_id, pool_id, created_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            r.id,
+                            int(r.event),
+                            int(r.entity_type),
+                            r.entity_id,
+                            r.pool_id,
+                            r.created_at,
+                        )
+                        for r in audit
+                    ],
+                )
+                # Identity columns do not follow explicit ids: move each past the largest.
+                for table in ("pools", "nodes", "licenses", "audit_logs"):
+                    cur.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                        f"coalesce((SELECT max(id) FROM {table}), 0) + 1, false)"
+                    )
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+
 
 if TYPE_CHECKING:
+    from relay_core.copying import CopyTransaction
     from relay_core.ports import Transaction
 
     _: type[Transaction] = PostgresTransaction
+    _copy: type[CopyTransaction] = PostgresTransaction
