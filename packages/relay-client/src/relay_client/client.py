@@ -12,7 +12,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 from relay_core import InvalidPublicKeyError, LicenseVerifier
@@ -22,9 +22,10 @@ from . import exits
 from . import fingerprint as fingerprints
 from .engine import Engine
 from .errors import ClientError, ConfigurationError
+from .failover import FailoverTransport, parse_endpoints
 from .lease import Lease, LeaseBase, OnLost, warn_release_failed
 from .transport import HttpTransport, run_blocking
-from .wire import Endpoint, Wire
+from .wire import Wire
 
 __all__ = ["ClientBase", "RelayClient"]
 
@@ -42,7 +43,7 @@ class ClientBase(Generic[SleepT]):
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         pool: str | None = None,
         fingerprint: str | None = None,
@@ -63,13 +64,16 @@ class ClientBase(Generic[SleepT]):
         """Check every option now, so a misconfiguration fails at start-up, not at first claim.
 
         `fingerprint` defaults to `fingerprint.machine(pool=pool)`. `public_key` (Ed25519 hex or
-        RSA PEM, as given to `relay add`) turns on license-file verification.
+        RSA PEM, as given to `relay add`) turns on license-file verification. `url` may be a
+        list of replicas sharing one database (relay-postgres): each request goes to the one
+        that answered last, and to the next on a connection error or a 5xx answer.
         """
         if not 0 < heartbeat_fraction < 1:
             raise ConfigurationError(
                 f"heartbeat_fraction must be between 0 and 1 (default 1/3), got {heartbeat_fraction!r}"
             )
-        self.endpoint = Endpoint.parse(url)
+        self.endpoints = parse_endpoints(url)
+        self.endpoint = self.endpoints[0]
         self.pool = pool or None
         self.fingerprint = fingerprints.validate(
             fingerprint if fingerprint is not None else fingerprints.machine(pool=self.pool)
@@ -103,7 +107,11 @@ class ClientBase(Generic[SleepT]):
             retry_base=_positive("retry_base", retry_base),
             retry_max=max(_positive("retry_max", retry_max), retry_base),
         )
-        self._transport = HttpTransport(self.endpoint, timeout=_positive("timeout", timeout))
+        self._transport = (
+            HttpTransport(self.endpoint, timeout=_positive("timeout", timeout))
+            if len(self.endpoints) == 1
+            else FailoverTransport(self.endpoints, timeout=_positive("timeout", timeout))
+        )
         self._sleep: SleepT = sleep if sleep is not None else self._default_sleep()
         self._holding: LeaseBase | None = None
         self._holding_lock = threading.Lock()
@@ -145,7 +153,8 @@ class ClientBase(Generic[SleepT]):
         self._transport.close()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.url} pool={self.pool!r}>"
+        urls = " ".join(e.url for e in self.endpoints)
+        return f"<{type(self).__name__} {urls} pool={self.pool!r}>"
 
 
 class RelayClient(ClientBase[Callable[[float], None]]):
