@@ -1,6 +1,8 @@
 """`PostgresStore`: Relay's store on a PostgreSQL database that several replicas share.
 
-Each unit of work borrows a connection from a psycopg pool and runs in one transaction on it.
+Each unit of work borrows a connection from a psycopg pool and runs in one transaction on it;
+a heartbeat is answered after one read and written a moment later, in a batch
+(`relay_postgres.beats`).
 Nothing is cached between transactions, since another replica may change any row at any
 moment: the database's constraints and row locks keep the leases right (see
 `relay_postgres.transaction`).
@@ -23,6 +25,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 from relay_core.errors import StorageError
 
+from .beats import FLUSH_INTERVAL, MAX_PENDING, NotAHeartbeat, Pending, ProbeTransaction
 from .errors import describe, is_retryable, is_transient, newer_schema, translate
 from .migrations import LATEST_VERSION, MIGRATION_LOCK, MIGRATIONS
 from .transaction import PostgresTransaction
@@ -95,6 +98,11 @@ class PostgresStore:
         self.conninfo = make_conninfo(conninfo, **extra)
         self._closed = False
         self._down = False
+        self._pending = Pending()
+        self._flush_wanted = threading.Event()
+        self._closing = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._flusher_lock = threading.Lock()
         self._checking = threading.Lock()
         try:
             with psycopg.connect(self.conninfo, autocommit=True) as conn:
@@ -160,30 +168,42 @@ class PostgresStore:
 
     @contextmanager
     def transaction(self) -> Iterator[PostgresTransaction]:
-        """One transaction on a pooled connection: commit on normal exit, roll back on error."""
+        """One transaction on a pooled connection: commit on normal exit, roll back on error.
+
+        Heartbeats answered but not yet written (`relay_postgres.beats`) are written first, in
+        this transaction, so that what it reads and writes comes after them.
+        """
         with self._connection() as conn:
+            taken = self._pending.take()
             try:
                 with conn.transaction():
+                    Pending.write(conn, taken)
                     yield PostgresTransaction(conn, self._translate)
-            except psycopg.Error as exc:  # BEGIN or COMMIT failed
+            except psycopg.Error as exc:  # BEGIN, a write or COMMIT failed
+                self._pending.give_back(taken)
                 raise self._translate(exc) from exc
+            except BaseException:
+                self._pending.give_back(taken)
+                raise
 
     def run(self, work: Callable[[PostgresTransaction], T]) -> T:
         """`work(tx)` in one transaction, committed before this returns (`CombiningStore`).
 
-        Work that fails before its commit with a deadlock, a serialization failure or a
-        connection the server dropped runs again, up to `_ATTEMPTS` times: it changed nothing.
+        A heartbeat is answered after its read, and written within `FLUSH_INTERVAL` (see
+        `relay_postgres.beats`). Work that fails before its commit with a deadlock, a
+        serialization failure or a connection the server dropped runs again, up to `_ATTEMPTS`
+        times: it changed nothing.
         """
+        if len(self._pending) < MAX_PENDING:
+            answered, value = self._probe(work)
+            if answered:
+                return value  # type: ignore[return-value]
         for attempt in range(1, _ATTEMPTS + 1):
             committing = False
             try:
-                with self._connection() as conn:
-                    try:
-                        with conn.transaction():
-                            value = work(PostgresTransaction(conn, self._translate))
-                            committing = True
-                    except psycopg.Error as exc:
-                        raise self._translate(exc) from exc
+                with self.transaction() as tx:
+                    value = work(tx)
+                    committing = True
             except StorageError as exc:
                 if committing or attempt == _ATTEMPTS or not is_retryable(exc.__cause__):
                     raise
@@ -191,6 +211,46 @@ class PostgresStore:
                 continue
             return value
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _probe(self, work: Callable[[PostgresTransaction], T]) -> tuple[bool, T | None]:
+        """(True, result) if `work` was a heartbeat, answered and queued; else (False, None)."""
+        with self._connection() as conn:
+            probe = ProbeTransaction(conn, self._translate)
+            try:
+                value = work(probe)  # type: ignore[arg-type]
+            except NotAHeartbeat:
+                return False, None
+            except StorageError as exc:
+                if is_retryable(exc.__cause__):
+                    return False, None  # the transaction path retries on a fresh connection
+                raise
+        if probe.beat is None:
+            return False, None
+        if self._pending.add(probe.beat, probe.audit):
+            self._flush_soon()
+        return True, value
+
+    def _flush_soon(self) -> None:
+        """Have the flusher thread write the queued heartbeats within `FLUSH_INTERVAL`."""
+        with self._flusher_lock:
+            if self._flusher is None and not self._closing.is_set():
+                self._flusher = threading.Thread(
+                    target=self._flush_loop, name="relay-postgres-flush", daemon=True
+                )
+                self._flusher.start()
+        self._flush_wanted.set()
+
+    def _flush_loop(self) -> None:
+        while self._flush_wanted.wait() and not self._closing.wait(FLUSH_INTERVAL):
+            self._flush_wanted.clear()
+            try:
+                with self.transaction():
+                    pass
+            except StorageError as exc:  # given back: try again a moment later
+                log.debug("writing heartbeats failed: %s", exc)
+                if len(self._pending):
+                    self._flush_wanted.set()
+                    self._closing.wait(FLUSH_INTERVAL * 10)
 
     def check(self) -> None:
         """Raise `StorageUnavailableError` unless the database answers now (health probes)."""
@@ -201,11 +261,26 @@ class PostgresStore:
                 raise self._translate(exc) from exc
 
     def close(self) -> None:
-        """Close the pool and its connections; idempotent. Later calls raise `StorageError`."""
+        """Write the queued heartbeats, then close the pool; idempotent.
+
+        Later calls raise `StorageError`; so does this one if the heartbeats could not be
+        written.
+        """
         if self._closed:
             return
-        self._closed = True
-        self._pool.close(timeout=5)
+        with self._flusher_lock:
+            self._closing.set()
+            self._flush_wanted.set()
+            flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.join()
+        try:
+            if len(self._pending):
+                with self.transaction():
+                    pass
+        finally:
+            self._closed = True
+            self._pool.close(timeout=5)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.where!r})"

@@ -190,8 +190,14 @@ class PostgresTransaction:
 
     def _all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         try:
-            cur = self._conn.execute(sql, params)
-            return cur.fetchall() if cur.description is not None else []
+            return self._conn.execute(sql, params).fetchall()
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+
+    def _write(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
+        """A statement whose result nobody reads."""
+        try:
+            self._conn.execute(sql, params)
         except psycopg.Error as exc:
             raise self._translate(exc) from exc
 
@@ -248,7 +254,7 @@ class PostgresTransaction:
         return [_license(r) for r in rows]
 
     def delete_license(self, license_id: int) -> None:
-        self._all("DELETE FROM licenses WHERE id = %s", (license_id,))
+        self._write("DELETE FROM licenses WHERE id = %s", (license_id,))
 
     def has_free_license(self, pool_id: int | None, now: int) -> bool:
         row = self._one(_HAS_FREE[pool_id is None], {"pool": pool_id, "now": now})
@@ -284,7 +290,7 @@ class PostgresTransaction:
         return self._conn.execute(_LEASE_NTH[global_pool], params).fetchone()
 
     def release_license(self, license_id: int, now: int) -> None:
-        self._all(
+        self._write(
             "UPDATE licenses SET node_id = NULL, last_released_at = %s WHERE id = %s",
             (now, license_id),
         )
@@ -307,10 +313,10 @@ class PostgresTransaction:
         return _node(row)
 
     def heartbeat_node(self, node_id: int, now: int) -> None:
-        self._all("UPDATE nodes SET last_heartbeat_at = %s WHERE id = %s", (now, node_id))
+        self._write("UPDATE nodes SET last_heartbeat_at = %s WHERE id = %s", (now, node_id))
 
     def deactivate_node(self, node_id: int, now: int) -> None:
-        self._all(
+        self._write(
             "UPDATE nodes SET deactivated_at = %s WHERE id = %s AND deactivated_at IS NULL",
             (now, node_id),
         )
@@ -327,7 +333,7 @@ class PostgresTransaction:
     def append_audit(self, entries: Sequence[AuditEntry]) -> None:
         if not entries:
             return
-        self._all(
+        self._write(
             _AUDIT_INSERT,
             (
                 [int(e.event) for e in entries],
