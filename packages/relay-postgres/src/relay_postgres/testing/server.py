@@ -183,7 +183,8 @@ def start_server(settings: dict[str, str] | None = None) -> PostgresServer:
     """
     bin_dir = bindir()
     run_as = RUN_AS if os.geteuid() == 0 else None
-    root = Path(tempfile.mkdtemp(prefix="relay-pg-"))
+    # As root, the folder's parents must let `nobody` through: /tmp does, a TMPDIR may not.
+    root = Path(tempfile.mkdtemp(prefix="relay-pg-", dir="/tmp" if run_as else None))
     data = root / "data"
     if run_as is not None:
         entry = pwd.getpwnam(run_as)
