@@ -25,6 +25,7 @@ from cyclopts import App, CycloptsError, Parameter, UnusedCliTokensError
 
 from . import __version__
 from .audit import logs
+from .dbcopy import db_app
 from .licenses import add, delete, ls, stat
 from .lockfind import LockLoadError, find_lock, version_string
 from .locking import LockConfig, LockConfigError, UnlockError, unlock
@@ -166,6 +167,7 @@ def create_app(
     )
     app.command(without_flags(add, {"public_key", "public_key_file"} if lock else ()))
     app.command(completion_command(app), name="completion")
+    app.command(db_app())
     app.command(delete, name="del")
     app.command(fingerprint_command(this_machine), name="fingerprint")
     app.command(help_command(app), name="help")

@@ -12,7 +12,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Generic, TypeVar
 
@@ -23,9 +23,10 @@ from . import exits
 from . import fingerprint as fingerprints
 from .engine import Engine
 from .errors import ClientError, ConfigurationError
+from .failover import FailoverTransport, parse_endpoints
 from .lease import Lease, LeaseBase, OnLost, warn_release_failed
 from .transport import HttpTransport, run_blocking
-from .wire import Endpoint, Wire
+from .wire import Wire
 
 __all__ = ["ClientBase", "RelayClient"]
 
@@ -43,7 +44,7 @@ class ClientBase(Generic[SleepT]):
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         pool: str | None = None,
         fingerprint: str | None = None,
@@ -70,12 +71,15 @@ class ClientBase(Generic[SleepT]):
         `signing_public_key` (the relay's key, as `relay signing-key new` prints it: hex or PEM)
         makes every response's ``ed25519`` signature, bound to a fresh `Relay-Nonce`, required.
         `node_token` is sent as ``Authorization: Bearer <token>`` (`serve --node-token-file`).
+        `url` may be a list of replicas sharing one database (relay-postgres): each request goes
+        to the one that answered last, and to the next on a connection error or a 5xx answer.
         """
         if not 0 < heartbeat_fraction < 1:
             raise ConfigurationError(
                 f"heartbeat_fraction must be between 0 and 1 (default 1/3), got {heartbeat_fraction!r}"
             )
-        self.endpoint = Endpoint.parse(url)
+        self.endpoints = parse_endpoints(url)
+        self.endpoint = self.endpoints[0]
         self.pool = pool or None
         self.fingerprint = fingerprints.validate(
             fingerprint if fingerprint is not None else fingerprints.machine(pool=self.pool)
@@ -128,7 +132,11 @@ class ClientBase(Generic[SleepT]):
             retry_base=_positive("retry_base", retry_base),
             retry_max=max(_positive("retry_max", retry_max), retry_base),
         )
-        self._transport = HttpTransport(self.endpoint, timeout=_positive("timeout", timeout))
+        self._transport = (
+            HttpTransport(self.endpoint, timeout=_positive("timeout", timeout))
+            if len(self.endpoints) == 1
+            else FailoverTransport(self.endpoints, timeout=_positive("timeout", timeout))
+        )
         self._sleep: SleepT = sleep if sleep is not None else self._default_sleep()
         self._holding: LeaseBase | None = None
         self._holding_lock = threading.Lock()
@@ -172,7 +180,8 @@ class ClientBase(Generic[SleepT]):
         self._transport.close()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.url} pool={self.pool!r}>"
+        urls = " ".join(e.url for e in self.endpoints)
+        return f"<{type(self).__name__} {urls} pool={self.pool!r}>"
 
 
 class RelayClient(ClientBase[Callable[[float], None]]):

@@ -29,6 +29,7 @@ from .errors import (
     StorageBusyError,
     StorageCorruptError,
     StorageError,
+    StorageUnavailableError,
     VerificationError,
 )
 from .events import ClaimResult, NoEvents, RelayEvents, ReleaseResult
@@ -117,6 +118,7 @@ __all__ = [
     "StorageBusyError",
     "StorageCorruptError",
     "StorageError",
+    "StorageUnavailableError",
     "Store",
     "Strategy",
     "SystemClock",

@@ -26,6 +26,7 @@ at their edge (``raise StorageError(...) from exc``), so callers never see ``sql
         ├── StorageBusyError        locked beyond the busy timeout
         ├── StorageCorruptError     not a database, or a damaged one
         ├── StorageAccessError      the path cannot be created, read or written
+        ├── StorageUnavailableError the database server cannot be reached (HTTP 503)
         └── SchemaVersionError      written by a newer Relay than this one
 """
 
@@ -57,6 +58,7 @@ __all__ = [
     "StorageBusyError",
     "StorageCorruptError",
     "StorageError",
+    "StorageUnavailableError",
     "VerificationError",
 ]
 
@@ -240,6 +242,10 @@ class StorageCorruptError(StorageError):
 
 class StorageAccessError(StorageError):
     """Raised when the database path cannot be created, opened or written."""
+
+
+class StorageUnavailableError(StorageError):
+    """Raised when a database server cannot be reached or dropped the connection; transient."""
 
 
 class SchemaVersionError(StorageError):

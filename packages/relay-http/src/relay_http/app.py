@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import falcon
 from falcon.routing import BaseConverter
-from relay_core import ClaimStatus, Relay
+from relay_core import ClaimStatus, Relay, StorageError
 
 from .errors import (
     MAX_FINGERPRINT_BYTES,
@@ -16,7 +17,7 @@ from .errors import (
 )
 from .middleware import AccessLog, ClockSigning
 from .waiting import WaitRoom
-from .wire import JSON, lease_body
+from .wire import JSON, error_body, lease_body
 
 if TYPE_CHECKING:
     import cattrs
@@ -39,9 +40,27 @@ _CLAIM_STATUS = {ClaimStatus.CREATED: falcon.HTTP_201, ClaimStatus.EXTENDED: fal
 
 
 class Health:
-    """``GET /v1/health``: 200 with an empty body and no store access."""
+    """``GET /v1/health``: 200 with an empty body.
+
+    A store with a ``check()`` method (a database server, which can go away) is asked first;
+    if it raises `StorageError`, the answer is 503 with a JSON error, so a load balancer stops
+    sending nodes to a replica that cannot reach its database. SQLite is not asked.
+    """
+
+    def __init__(self, store: object = None) -> None:
+        check = getattr(store, "check", None)
+        self._check: Callable[[], object] | None = check if callable(check) else None
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self._check is not None:
+            try:
+                self._check()
+            except StorageError:
+                resp.status = falcon.HTTP_503
+                resp.content_type = JSON
+                resp.set_header("Retry-After", "1")
+                resp.data = error_body("database unavailable")
+                return
         resp.data = b""
 
 
@@ -131,7 +150,7 @@ def create_app(
     # Only node responses are JSON; the health check has no Content-Type (spec §3.3).
     app.resp_options.default_media_type = None  # type: ignore[assignment]
     app.req_options.strip_url_path_trailing_slash = False
-    app.add_route("/v1/health", Health())
+    app.add_route("/v1/health", Health(relay.store))
     app.router_options.converters["fp"] = Fingerprint
     app.add_route("/v1/nodes/{fingerprint:fp}", Nodes(relay, pool, waiting))
     from .openapi import OpenApi

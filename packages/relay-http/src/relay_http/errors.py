@@ -21,6 +21,7 @@ from relay_core import (
     PoolNotFoundError,
     RelayError,
     StorageBusyError,
+    StorageUnavailableError,
 )
 
 from .admin import AdminPoolNotFoundError
@@ -104,6 +105,7 @@ ERROR_TABLE: dict[type[Exception], ErrorRule] = {
         falcon.HTTP_410, "no licenses available", logging.WARNING, retry_after=RETRY_AFTER_SECONDS
     ),
     StorageBusyError: ErrorRule(falcon.HTTP_503, None, logging.ERROR, retry_after=1),
+    StorageUnavailableError: ErrorRule(falcon.HTTP_503, None, logging.ERROR, retry_after=1),
     RelayError: ErrorRule(falcon.HTTP_500, None, logging.ERROR),
     Exception: ErrorRule(falcon.HTTP_500, None, logging.ERROR, traceback=True),
 }

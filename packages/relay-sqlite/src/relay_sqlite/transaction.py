@@ -454,6 +454,85 @@ class SqliteTransaction:
         )
         return [DenialCount(r[0] or None, r[1], r[2]) for r in rows]
 
+    # copying (relay_core.copying.CopyTransaction)
+    def list_nodes(self) -> list[Node]:
+        return [_node(r) for r in self._all(f"SELECT {_NODE} FROM nodes ORDER BY id")]
+
+    def audit_page(self, after_id: int, limit: int) -> list[AuditRecord]:
+        rows = self._all(_AUDIT + " WHERE a.id > ? ORDER BY a.id LIMIT ?", (after_id, limit))
+        return [
+            AuditRecord(
+                id=r[0],
+                event=_event(r[1]),
+                entity_type=_entity(r[2]),
+                entity_id=r[3],
+                entity_label=r[4],
+                pool_id=r[5],
+                pool_name=r[6],
+                created_at=r[7],
+            )
+            for r in rows
+        ]
+
+    def is_empty(self) -> bool:
+        row = self._one(
+            "SELECT EXISTS (SELECT 1 FROM pools) OR EXISTS (SELECT 1 FROM licenses) "
+            "OR EXISTS (SELECT 1 FROM nodes) OR EXISTS (SELECT 1 FROM audit_logs)"
+        )
+        return not row[0]
+
+    def import_rows(
+        self,
+        *,
+        pools: Sequence[Pool] = (),
+        nodes: Sequence[Node] = (),
+        licenses: Sequence[License] = (),
+        audit: Sequence[AuditRecord] = (),
+    ) -> None:
+        # Explicit ids: AUTOINCREMENT's sqlite_sequence follows the largest one inserted.
+        try:
+            self._conn.executemany(
+                "INSERT INTO pools (id, name, created_at) VALUES (?, ?, ?)",
+                [(p.id, p.name, p.created_at) for p in pools],
+            )
+            self._conn.executemany(
+                f"INSERT INTO nodes ({_NODE}) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (n.id, n.fingerprint, n.last_heartbeat_at, n.created_at, n.deactivated_at)
+                    for n in nodes
+                ],
+            )
+            self._conn.executemany(
+                f"INSERT INTO licenses ({_LICENSE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        lic.id,
+                        lic.guid,
+                        lic.file,
+                        lic.key,
+                        lic.claims,
+                        lic.last_claimed_at,
+                        lic.last_released_at,
+                        lic.node_id,
+                        lic.pool_id,
+                        lic.created_at,
+                        lic.file_expires_at,
+                    )
+                    for lic in licenses
+                ],
+            )
+            self._conn.executemany(
+                "INSERT INTO audit_logs "
+                "(id, event_type_id, entity_type_id, entity_id, pool_id, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (r.id, int(r.event), int(r.entity_type), r.entity_id, r.pool_id, r.created_at)
+                    for r in audit
+                ],
+            )
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
 
 if TYPE_CHECKING:
     from relay_core.ports import Transaction

@@ -22,9 +22,9 @@ import random
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import attrs
 import pytest
@@ -39,6 +39,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from ..copying import CopyTransaction
 from ..errors import (
     BulkError,
     ClaimConflictError,
@@ -53,14 +54,18 @@ from ..errors import (
 )
 from ..model import (
     AuditEntry,
+    AuditRecord,
     ClaimStatus,
     DenialCount,
     EntityType,
     EventType,
+    License,
     NewLicense,
+    Node,
+    Pool,
     Strategy,
 )
-from ..ports import ANY_POOL, AuditQuery, PoolCounts, Store
+from ..ports import ANY_POOL, AuditQuery, PoolCounts, Store, Transaction
 from ..service import Relay
 from .clock import FrozenClock
 from .keygen_writer import LicenseWriter
@@ -538,6 +543,102 @@ class StorageContract:
                 DenialCount(None, T0, 5),
                 DenialCount(pool.id, T0, 1),
             ]
+
+    # -- copying (relay_core.copying.CopyTransaction) ----------------------------------------
+
+    def _populated(
+        self, store: Store
+    ) -> tuple[list[Pool], list[Node], list[License], list[AuditRecord]]:
+        """Pools, licenses (one leased, one released, one in a pool), nodes and audit rows."""
+        with store.transaction() as tx:
+            pool = tx.create_pool("prod", T0)
+            a = tx.insert_license(_new(1, expires_at=T0 + 500), None, T0)
+            tx.insert_license(_new(2), pool.id, T0 + 1)
+            gone = tx.insert_license(_new(3), None, T0 + 2)
+            tx.delete_license(gone.id)
+            holder = tx.activate_node("holder", T0 + 3)
+            tx.heartbeat_node(holder.id, T0 + 4)
+            assert tx.lease_free_license(None, holder.id, Strategy.FIFO, T0 + 4, random.Random(0))
+            left = tx.activate_node("left", T0 + 5)
+            tx.deactivate_node(left.id, T0 + 6)
+            tx.append_audit(
+                [
+                    AuditEntry(EventType.POOL_ADDED, EntityType.POOL, pool.id, None, T0),
+                    AuditEntry(EventType.LICENSE_ADDED, EntityType.LICENSE, a.id, None, T0),
+                    AuditEntry(
+                        EventType.LICENSE_REMOVED, EntityType.LICENSE, gone.id, None, T0 + 2
+                    ),
+                    AuditEntry(
+                        EventType.NODE_ACTIVATED, EntityType.NODE, holder.id, pool.id, T0 + 3
+                    ),
+                ]
+            )
+        with store.transaction() as tx:
+            copy = cast(CopyTransaction, tx)
+            return (
+                tx.list_pools(),
+                copy.list_nodes(),
+                tx.list_licenses(ANY_POOL),
+                copy.audit_page(0, 100),
+            )
+
+    def test_copy_rows_read_back_with_their_ids_and_timestamps(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """Rows listed from one store and imported into an empty one read back identical, and
+        later inserts get ids above the imported ones."""
+        pools, nodes, licenses, audit = self._populated(store)
+        assert [n.fingerprint for n in nodes] == ["holder", "left"]
+        assert [r.entity_label for r in audit] == ["prod", "guid-1", None, "holder"]
+        assert [r.id for r in audit] == sorted(r.id for r in audit)
+        other_dir = tmp_path / "other"
+        other_dir.mkdir()
+        other = self.make_store(other_dir)
+        try:
+            with other.transaction() as tx:
+                copy = cast(CopyTransaction, tx)
+                assert copy.is_empty()
+                copy.import_rows(pools=pools, nodes=nodes, licenses=licenses)
+                copy.import_rows(audit=audit[:2])
+                copy.import_rows(audit=audit[2:])
+                assert not copy.is_empty()
+            with other.transaction() as tx:
+                copy = cast(CopyTransaction, tx)
+                assert tx.list_pools() == pools
+                assert copy.list_nodes() == nodes
+                assert tx.list_licenses(ANY_POOL) == licenses
+                assert copy.audit_page(0, 100) == audit
+                assert copy.audit_page(audit[1].id, 1) == [audit[2]]
+                held = tx.get_node_lease("holder")
+                assert held is not None
+                assert held[1] is not None
+                assert held[1].guid == "guid-1"
+                newer = tx.insert_license(_new(9), None, T0 + 9)
+                assert newer.id > max(lic.id for lic in licenses)
+                assert tx.create_pool("dev", T0).id > pools[0].id
+                assert tx.activate_node("new", T0).id > nodes[-1].id
+                tx.append_audit([AuditEntry(EventType.POOL_ADDED, EntityType.POOL, 1, None, T0)])
+                assert tx.read_audit(AuditQuery(limit=1))[0].id > audit[-1].id
+        finally:
+            other.close()
+
+    def test_is_empty_sees_any_row(self, store: Store) -> None:
+        """A store is empty until any pool, license, node or audit row is written."""
+        writes: list[Callable[[Transaction], object]] = [
+            lambda tx: tx.create_pool("p", T0),
+            lambda tx: tx.insert_license(_new(1), None, T0),
+            lambda tx: tx.activate_node("n", T0),
+            lambda tx: tx.append_audit(
+                [AuditEntry(EventType.POOL_ADDED, EntityType.POOL, 1, None, T0)]
+            ),
+        ]
+        for write in writes:
+            with pytest.raises(RuntimeError), store.transaction() as tx:  # noqa: PT012
+                copy = cast(CopyTransaction, tx)
+                assert copy.is_empty()
+                write(tx)
+                assert not copy.is_empty()
+                raise RuntimeError("roll back")
 
     # -- concurrency ------------------------------------------------------------------------
 

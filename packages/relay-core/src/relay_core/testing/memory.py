@@ -13,7 +13,7 @@ import random
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -296,6 +296,56 @@ class MemoryTransaction:
             if (since is None or minute >= since) and (until is None or minute < until)
         ]
         return sorted(found, key=lambda c: (c.minute, c.pool_id is not None, c.pool_id or 0))
+
+    # copying (relay_core.copying.CopyTransaction)
+    def list_nodes(self) -> list[Node]:
+        return [self._t.nodes[k] for k in sorted(self._t.nodes)]
+
+    def audit_page(self, after_id: int, limit: int) -> list[AuditRecord]:
+        records: list[AuditRecord] = []
+        for row_id, e in self._t.audit:
+            if row_id <= after_id:
+                continue
+            if len(records) >= limit:
+                break
+            pool = self._t.pools.get(e.pool_id) if e.pool_id is not None else None
+            records.append(
+                AuditRecord(
+                    id=row_id,
+                    event=e.event,
+                    entity_type=e.entity_type,
+                    entity_id=e.entity_id,
+                    entity_label=self._label(e),
+                    pool_id=e.pool_id,
+                    pool_name=pool.name if pool else None,
+                    created_at=e.created_at,
+                )
+            )
+        return records
+
+    def is_empty(self) -> bool:
+        t = self._t
+        return not (t.pools or t.licenses or t.nodes or t.audit)
+
+    def import_rows(
+        self,
+        *,
+        pools: Sequence[Pool] = (),
+        nodes: Sequence[Node] = (),
+        licenses: Sequence[License] = (),
+        audit: Sequence[AuditRecord] = (),
+    ) -> None:
+        t = self._t
+        for table, rows in (("pools", pools), ("nodes", nodes), ("licenses", licenses)):
+            target: dict[int, Any] = getattr(t, table)
+            for row in rows:
+                target[row.id] = row
+                t.next_id[table] = max(t.next_id[table], row.id)
+        for r in audit:
+            entry = AuditEntry(r.event, r.entity_type, r.entity_id, r.pool_id, r.created_at)
+            t.audit.append((r.id, entry))
+            t.next_id["audit"] = max(t.next_id["audit"], r.id)
+        t.audit.sort(key=lambda item: item[0])
 
 
 class MemoryStore:

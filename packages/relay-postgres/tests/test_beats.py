@@ -1,0 +1,133 @@
+"""Heartbeats answered after their read and written a moment later (relay_postgres.beats)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from relay_core import ClaimStatus, Relay
+from relay_core.model import EventType
+from relay_core.testing import FrozenClock, LicenseWriter
+from relay_postgres import PostgresStore
+from relay_postgres.beats import FLUSH_INTERVAL
+from relay_postgres.testing import PostgresServer
+
+T0 = 1_765_324_800
+
+
+@pytest.fixture
+def pair(schema_url: str) -> Iterator[tuple[PostgresStore, PostgresStore]]:
+    first, second = PostgresStore(schema_url), PostgresStore(schema_url)
+    try:
+        yield first, second
+    finally:
+        first.close()
+        second.close()
+
+
+def _events(server: PostgresServer, url: str) -> list[tuple[str, int]]:
+    return [
+        (EventType(e).label, entity)
+        for e, entity in server.execute(
+            url, "SELECT event_type_id, entity_id FROM audit_logs ORDER BY id"
+        )
+    ]
+
+
+def _seed(relay: Relay, writer: LicenseWriter) -> None:
+    relay.add_licenses(
+        [(writer.license(key=f"B-{n}", issued=T0 - 60), f"B-{n}") for n in range(2)],
+        public_key=writer.public_key,
+    )
+
+
+def test_a_heartbeat_is_written_shortly_after_its_answer(
+    postgres_server: PostgresServer,
+    schema_url: str,
+    pair: tuple[PostgresStore, PostgresStore],
+    writer: LicenseWriter,
+) -> None:
+    store, _ = pair
+    clock = FrozenClock(T0)
+    relay = Relay(store, clock=clock)
+    _seed(relay, writer)
+    relay.claim("n")
+    clock.advance(7)
+    assert relay.claim("n").status is ClaimStatus.EXTENDED
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        beat = postgres_server.execute(
+            schema_url, "SELECT last_heartbeat_at FROM nodes WHERE fingerprint = 'n'"
+        )
+        if beat == [(T0 + 7,)]:
+            break
+        time.sleep(FLUSH_INTERVAL / 5)
+    assert beat == [(T0 + 7,)]
+    assert [label for label, _ in _events(postgres_server, schema_url)][-2:] == [
+        "license.lease_extended",
+        "node.heartbeat_ping",
+    ]
+
+
+def test_the_next_transaction_writes_queued_heartbeats_first(
+    postgres_server: PostgresServer,
+    schema_url: str,
+    pair: tuple[PostgresStore, PostgresStore],
+    writer: LicenseWriter,
+) -> None:
+    """Within one store the audit log keeps the order things happened in."""
+    store, _ = pair
+    relay = Relay(store, clock=FrozenClock(T0))
+    _seed(relay, writer)
+    relay.claim("n")
+    relay.claim("n")
+    relay.release("n")  # its transaction writes the queued heartbeat before the release
+    labels = [label for label, _ in _events(postgres_server, schema_url)]
+    assert labels[-4:] == [
+        "license.lease_extended",
+        "node.heartbeat_ping",
+        "license.released",
+        "node.deactivated",
+    ]
+
+
+def test_a_heartbeat_for_a_lease_released_elsewhere_is_dropped(
+    postgres_server: PostgresServer,
+    schema_url: str,
+    pair: tuple[PostgresStore, PostgresStore],
+    writer: LicenseWriter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("relay_postgres.store.FLUSH_INTERVAL", 60.0)  # the test decides when
+    first, second = pair
+    clock = FrozenClock(T0)
+    here, there = Relay(first, clock=clock), Relay(second, clock=clock)
+    _seed(here, writer)
+    here.claim("n")
+    clock.advance(5)
+    assert here.claim("n").status is ClaimStatus.EXTENDED  # queued here ...
+    there.release("n")  # ... while another replica releases the lease
+    first.close()  # writes what is queued: nothing, the lease is gone
+    labels = [label for label, _ in _events(postgres_server, schema_url)]
+    assert labels[-2:] == ["license.released", "node.deactivated"]
+    assert "license.lease_extended" not in labels
+    assert postgres_server.execute(
+        schema_url, "SELECT last_heartbeat_at FROM nodes WHERE fingerprint = 'n'"
+    ) == [(T0,)]
+
+
+def test_close_writes_what_is_queued(
+    postgres_server: PostgresServer, schema_url: str, writer: LicenseWriter
+) -> None:
+    store = PostgresStore(schema_url)
+    clock = FrozenClock(T0)
+    relay = Relay(store, clock=clock)
+    _seed(relay, writer)
+    relay.claim("n")
+    clock.advance(3)
+    relay.claim("n")
+    store.close()
+    assert postgres_server.execute(
+        schema_url, "SELECT last_heartbeat_at FROM nodes WHERE fingerprint = 'n'"
+    ) == [(T0 + 3,)]
