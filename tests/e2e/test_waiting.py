@@ -155,6 +155,19 @@ def test_disconnected_waiter_never_gets_a_seat(ws: Workspace, serve: ServerFacto
     assert ws.query("SELECT count(*) FROM nodes WHERE fingerprint = 'gone'") == [(0,)]
 
 
+def waiting_gauge(server: Server) -> float:
+    """``relay_waiting{pool=""}`` from ``/metrics``: the claims parked in the global pool."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = server.request("GET", "/metrics").body.decode()
+    for family in text_string_to_metric_families(text):
+        if family.name == "relay_waiting":
+            for sample in family.samples:
+                if sample.labels.get("pool") == "":
+                    return sample.value
+    return 0.0
+
+
 def test_sixth_waiter_beyond_max_waiting_is_refused_at_once(
     ws: Workspace, serve: ServerFactory
 ) -> None:
@@ -165,11 +178,12 @@ def test_sixth_waiter_beyond_max_waiting_is_refused_at_once(
     with waiters(server) as (answers, threads):
         for n in range(5):
             start(server, answers, threads, f"w{n}", 30)
-        # Until the five are parked, a probe waits its one second and gets 410 without
-        # Retry-After; once they are, the room is full.
+        # The relay_waiting gauge says when the five are parked (a probe that itself waited
+        # would hold a place and could turn a late waiter away).
         deadline = time.monotonic() + 30
-        while "retry-after" not in put(server, "probe", prefer="wait=1").headers:
+        while waiting_gauge(server) != 5:
             assert time.monotonic() < deadline, "the five waiters never all parked"
+            time.sleep(0.1)
         # A client timeout well under the requested wait: a parked sixth would time out.
         sixth = put(server, "sixth", prefer="wait=30", timeout=10)
         assert sixth.status == 410

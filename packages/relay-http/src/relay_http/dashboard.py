@@ -25,8 +25,10 @@ from relay_core import PoolNotFoundError, Relay
 from .admin import ADMIN_PREFIX, AdminPoolNotFoundError, basic_credentials_match
 from .wire import JSON, go_json
 
-__all__ = ["MAX_PERIODS", "AdminUsage", "DashboardPage", "add_dashboard_routes", "page"]
+__all__ = ["MAX_PERIODS", "MAX_TIME", "AdminUsage", "DashboardPage", "add_dashboard_routes", "page"]
 
+MAX_TIME = 253_402_300_799
+"""9999-12-31T23:59:59Z: the latest `since`/`until` (SQLite stores 64-bit integers)."""
 MAX_PERIODS = 10_000
 """Periods one usage request may ask for (per pool): a chart, not a bulk export."""
 _REALM = 'Basic realm="relay", charset="UTF-8"'
@@ -74,8 +76,8 @@ def _seconds(req: falcon.Request, name: str, default: int | None) -> int | None:
     value = req.get_param(name)
     if value is None:
         return default
-    if not value.isdigit():
-        raise falcon.HTTPBadRequest(description=f"{name} must be Unix seconds")
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_TIME:
+        raise falcon.HTTPBadRequest(description=f"{name} must be Unix seconds up to {MAX_TIME}")
     return int(value)
 
 
