@@ -32,7 +32,8 @@ def test_schemathesis_finds_no_server_error_and_no_violation(
 ) -> None:
     ws.add(*[ws.license(f"lic{n}") for n in range(3)])
     ws.add(ws.license("pooled"), pool="prod")
-    server = serve("--admin-token", TOKEN, "--signing-secret", "sig")
+    # A short --max-wait: a `Prefer: wait=N` claim on a full pool is answered within a second.
+    server = serve("--admin-token", TOKEN, "--signing-secret", "sig", "--max-wait", "1")
     assert server.claim("held-node").status == 201
     base = f"http://{server.host}:{server.port}"
     command = [
