@@ -40,7 +40,7 @@ _RELAY_VARIABLES = ("PORT", "BIND_ADDR", "DEBUG", "NO_COLOR", "CI", "TERM")
 
 
 def relay_executable() -> str:
-    """`$RELAY_EXECUTABLE` (e.g. the one-file build, see tests/dist), else the `relay` installed
+    """`$RELAY_EXECUTABLE` (e.g. the one-file build, see tests/shipped), else the `relay` installed
     next to this Python (the shared venv), else the one on PATH."""
     chosen = os.environ.get("RELAY_EXECUTABLE")
     if chosen:

@@ -1,6 +1,6 @@
 """The lock baked into a one-file relay: writing it, reading it back, and what a frozen relay sees.
 
-The executables here are stand-ins (an ELF magic and the build marker); tests/dist runs the real
+The executables here are stand-ins (an ELF magic and the build marker); tests/shipped runs the real
 one-file build.
 """
 
