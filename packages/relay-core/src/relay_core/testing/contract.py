@@ -544,6 +544,18 @@ class StorageContract:
                 DenialCount(pool.id, T0, 1),
             ]
 
+    def test_denials_repeated_in_one_batch_add_up(self, store: Store) -> None:
+        """One batch may name a (pool, minute) twice: both counts are added, none is lost."""
+        with store.transaction() as tx:
+            pool = tx.create_pool("prod", T0)
+            tx.add_denials([DenialCount(pool.id, T0, 2), DenialCount(pool.id, T0, 3)])
+            tx.add_denials([DenialCount(None, T0, 1), DenialCount(None, T0, 1)])
+        with store.transaction() as tx:
+            assert tx.read_denials(None, None) == [
+                DenialCount(None, T0, 2),
+                DenialCount(pool.id, T0, 5),
+            ]
+
     # -- copying (relay_core.copying.CopyTransaction) ----------------------------------------
 
     def _populated(
