@@ -499,7 +499,8 @@ class PostgresTransaction:
     def is_empty(self) -> bool:
         row = self._one(
             "SELECT NOT (EXISTS (SELECT 1 FROM pools) OR EXISTS (SELECT 1 FROM licenses) "
-            "OR EXISTS (SELECT 1 FROM nodes) OR EXISTS (SELECT 1 FROM audit_logs))"
+            "OR EXISTS (SELECT 1 FROM nodes) OR EXISTS (SELECT 1 FROM audit_logs) "
+            "OR EXISTS (SELECT 1 FROM relay_denials))"
         )
         return bool(row[0])
 

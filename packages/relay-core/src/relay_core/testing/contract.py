@@ -635,7 +635,7 @@ class StorageContract:
             other.close()
 
     def test_is_empty_sees_any_row(self, store: Store) -> None:
-        """A store is empty until any pool, license, node or audit row is written."""
+        """A store is empty until any pool, license, node, audit row or denial count is written."""
         writes: list[Callable[[Transaction], object]] = [
             lambda tx: tx.create_pool("p", T0),
             lambda tx: tx.insert_license(_new(1), None, T0),
@@ -643,6 +643,7 @@ class StorageContract:
             lambda tx: tx.append_audit(
                 [AuditEntry(EventType.POOL_ADDED, EntityType.POOL, 1, None, T0)]
             ),
+            lambda tx: tx.add_denials([DenialCount(None, T0, 1)]),
         ]
         for write in writes:
             with pytest.raises(RuntimeError), store.transaction() as tx:  # noqa: PT012
