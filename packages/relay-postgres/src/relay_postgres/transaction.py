@@ -435,13 +435,15 @@ class PostgresTransaction:
         if not events:
             return []
         params = [*after, limit] if after is not None else [limit]
-        rows = self._all(scan_sql(events, paged=after is not None), params)
-        # Plain tuples of ints, as the port promises (entity_id is BIGINT, so already an int).
-        return [(r[0], r[1], int(r[2]), r[3], r[4]) for r in rows]
+        # Plain tuples of ints as they come (entity_id is BIGINT here, never text).
+        rows: list[AuditRow] = self._all(scan_sql(events, paged=after is not None), params)
+        return rows
 
     def license_holders(self) -> list[tuple[int, int | None, int | None]]:
-        rows = self._all("SELECT id, pool_id, node_id FROM licenses ORDER BY id")
-        return [(r[0], r[1], r[2]) for r in rows]
+        rows: list[tuple[int, int | None, int | None]] = self._all(
+            "SELECT id, pool_id, node_id FROM licenses ORDER BY id"
+        )
+        return rows
 
     # denials; the global pool is stored as pool_id 0 (ids start at 1) so it has a primary key
     def add_denials(self, counts: Sequence[DenialCount]) -> None:
