@@ -77,3 +77,9 @@ def test_copy_sqlite_to_postgresql_and_back(ws: Workspace, db: str) -> None:
         assert status == 201
         assert base64.b64decode(json.loads(body)["license_file"]) == lic.path.read_bytes()
     assert request(on_copy.port, "PUT", "/v1/nodes/node-7")[0] == 410
+    assert on_copy.stop()[0] == 0  # writes the replica's denial counter
+    # Next to the copied one (pool 1), the global pool's (stored as pool id 0).
+    assert query(db, "SELECT pool_id, count FROM relay_denials ORDER BY pool_id") == [
+        (0, 1),
+        (1, 1),
+    ]
