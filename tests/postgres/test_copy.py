@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
+from pathlib import Path
 
 from tests.faults.conftest import start_server
 
-from .conftest import Workspace, replica, request
+from .conftest import Workspace, query, replica, request
+
+DENIALS = "SELECT pool_id, minute, count FROM relay_denials ORDER BY minute, pool_id"
+
+
+def _sqlite_denials(path: Path) -> list[tuple[int, int, int]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(DENIALS).fetchall()
 
 
 def _views(ws: Workspace, database: str) -> tuple[object, object]:
@@ -27,6 +36,8 @@ def test_copy_sqlite_to_postgresql_and_back(ws: Workspace, db: str) -> None:
     assert server.claim("node-1").status == 201
     assert server.claim("node-2").status == 201
     assert server.claim("node-3", pool="prod").status == 201
+    assert server.claim("node-8", pool="prod").status == 201
+    assert server.claim("node-9", pool="prod").status == 410  # counted, written on stop
     assert server.claim("node-1").status == 202
     assert server.release("node-2").status == 204
     assert server.stop()[0] == 0
@@ -34,18 +45,22 @@ def test_copy_sqlite_to_postgresql_and_back(ws: Workspace, db: str) -> None:
     licenses, logs = sqlite_views
     assert len(licenses) == 5  # type: ignore[arg-type]
     assert len(logs) > 10  # type: ignore[arg-type]
+    denials = _sqlite_denials(ws.db)
+    assert [(pool, count) for pool, _, count in denials] == [(1, 1)]
 
     to_pg = ws.relay("db", "copy", "--from", str(ws.db), "--to", db)
     assert to_pg.code == 0, to_pg.err
     assert to_pg.out.startswith(
-        f"copied 1 pool, 5 licenses, 3 nodes and {len(logs)} audit rows from "  # type: ignore[arg-type]
+        f"copied 1 pool, 5 licenses, 4 nodes, {len(logs)} audit rows and 1 denial counter from "  # type: ignore[arg-type]
     )
     assert _views(ws, db) == sqlite_views
+    assert [tuple(r) for r in query(db, DENIALS)] == denials
 
     back = ws.root / "back.sqlite"
     to_sqlite = ws.relay("db", "copy", "--from", db, "--to", str(back))
     assert to_sqlite.code == 0, to_sqlite.err
     assert _views(ws, str(back)) == sqlite_views
+    assert _sqlite_denials(back) == denials
 
     again = ws.relay("db", "copy", "--from", str(ws.db), "--to", db)
     assert again.code == 1
@@ -62,3 +77,9 @@ def test_copy_sqlite_to_postgresql_and_back(ws: Workspace, db: str) -> None:
         assert status == 201
         assert base64.b64decode(json.loads(body)["license_file"]) == lic.path.read_bytes()
     assert request(on_copy.port, "PUT", "/v1/nodes/node-7")[0] == 410
+    assert on_copy.stop()[0] == 0  # writes the replica's denial counter
+    # Next to the copied one (pool 1), the global pool's (stored as pool id 0).
+    assert query(db, "SELECT pool_id, count FROM relay_denials ORDER BY pool_id") == [
+        (0, 1),
+        (1, 1),
+    ]

@@ -60,6 +60,7 @@ def test_schema_has_keygen_relays_tables_and_event_rows(
         "created_at,file_expires_at",
         "nodes": "id,fingerprint,last_heartbeat_at,created_at,deactivated_at",
         "pools": "id,name,created_at",
+        "relay_denials": "pool_id,minute,count",
         "relay_schema": "version,name,applied_at,applied_by",
     }
     events = postgres_server.execute(schema_url, "SELECT id, name FROM event_types ORDER BY id")

@@ -35,7 +35,7 @@ def copy(
     to: str,
     runtime: Annotated[Runtime, Parameter(parse=False)],
 ) -> int:
-    """copy a whole relay database (pools, licenses, nodes, audit log) into a new, empty one
+    """copy a whole relay database (pools, licenses, nodes, audit log, denials) into a new, empty one
 
     Ids and timestamps are kept, so `relay ls` and `relay logs` read the same on both sides.
     The copy is one transaction on the target: on any error nothing is written there. Stop the
@@ -76,7 +76,8 @@ def copy(
         source.close()
     runtime.out.success(
         f"copied {_plural(counts.pools, 'pool')}, {_plural(counts.licenses, 'license')}, "
-        f"{_plural(counts.nodes, 'node')} and {_plural(counts.audit, 'audit row')} "
+        f"{_plural(counts.nodes, 'node')}, {_plural(counts.audit, 'audit row')} and "
+        f"{_plural(counts.denials, 'denial counter')} "
         f"from {display_name(from_)} to {display_name(to)}"
     )
     return 0

@@ -3,7 +3,8 @@ PostgreSQL (several replicas), or back.
 
 The store side is a port of its own, `CopyTransaction`: a `Transaction` that can also list every
 node, read the audit log in id order a page at a time, tell whether it holds anything, and write
-rows exactly as given (ids and timestamps kept). `StorageContract` checks it for every backend.
+rows exactly as given (ids and timestamps kept). Denial counters need nothing more: read with
+`read_denials` and added to an empty target with `add_denials`, they arrive as they were. `StorageContract` checks it for every backend.
 `copy_store` runs the copy in one transaction on the target (all or nothing) while holding one
 transaction, hence one consistent view, on the source.
 """
@@ -38,7 +39,7 @@ class CopyTransaction(Transaction, Protocol):
         ...
 
     def is_empty(self) -> bool:
-        """True when the store holds no pool, license, node or audit row."""
+        """True when the store holds no pool, license, node, audit row or denial counter."""
         ...
 
     def import_rows(
@@ -70,10 +71,12 @@ class CopyCounts:
     licenses: int
     nodes: int
     audit: int
+    denials: int
 
 
 def copy_store(source: Store, target: Store, *, target_name: str = "target") -> CopyCounts:
-    """Copy every pool, license (with its file), node and audit row from `source` into `target`.
+    """Copy every pool, license (with its file), node, audit row and denial counter from
+    `source` into `target`.
 
     Raises `TargetNotEmptyError` if `target` holds anything; on any error nothing is written.
     """
@@ -87,10 +90,18 @@ def copy_store(source: Store, target: Store, *, target_name: str = "target") -> 
             nodes = src.list_nodes()
             licenses = src.list_licenses(ANY_POOL)
             out.import_rows(pools=pools, nodes=nodes, licenses=licenses)
+            denials = src.read_denials(None, None)
+            out.add_denials(denials)
             audit = 0
             after = 0
             while page := src.audit_page(after, AUDIT_PAGE):
                 out.import_rows(audit=page)
                 audit += len(page)
                 after = page[-1].id
-    return CopyCounts(pools=len(pools), licenses=len(licenses), nodes=len(nodes), audit=audit)
+    return CopyCounts(
+        pools=len(pools),
+        licenses=len(licenses),
+        nodes=len(nodes),
+        audit=audit,
+        denials=len(denials),
+    )

@@ -19,6 +19,8 @@ from relay_core.errors import ClaimConflictError, DuplicateLicenseError, Storage
 from relay_core.model import (
     AuditEntry,
     AuditRecord,
+    AuditRow,
+    DenialCount,
     EntityType,
     EventType,
     License,
@@ -27,7 +29,7 @@ from relay_core.model import (
     Pool,
     Strategy,
 )
-from relay_core.ports import ANY_POOL, AuditQuery, Culled, PoolFilter
+from relay_core.ports import ANY_POOL, AuditQuery, Culled, PoolCounts, PoolFilter
 
 __all__ = ["PostgresTransaction"]
 
@@ -139,6 +141,43 @@ _CULL = """WITH dead AS (
 )
 SELECT gone.id, freed.license_id, freed.pool_id
 FROM gone LEFT JOIN freed ON freed.node_id = gone.id ORDER BY gone.id"""
+
+_LEASES = (
+    "SELECT "
+    + ", ".join(f"n.{c}" for c in _NODE_COLUMNS)
+    + ", "
+    + ", ".join(f"l.{c}" for c in _LICENSE_COLUMNS)
+    + " FROM licenses l JOIN nodes n ON n.id = l.node_id WHERE n.deactivated_at IS NULL"
+)
+_LEASES_BY_POOL = {
+    "any": _LEASES + " ORDER BY l.id",
+    True: _LEASES + " AND l.pool_id IS NULL ORDER BY l.id",
+    False: _LEASES + " AND l.pool_id = %s ORDER BY l.id",
+}
+# One pass over the licenses, grouped by pool; the holder is joined by primary key. PostgreSQL
+# sorts NULL last by default, so the global pool is put first explicitly.
+_COUNT_BY_POOL = (
+    "SELECT l.pool_id, count(*), count(l.node_id), "
+    "count(*) FILTER (WHERE l.node_id IS NULL AND "
+    "(l.file_expires_at IS NULL OR l.file_expires_at >= %(now)s)), "
+    "count(*) FILTER (WHERE l.file_expires_at < %(now)s), "
+    "count(n.id) "
+    "FROM licenses l LEFT JOIN nodes n ON n.id = l.node_id AND n.deactivated_at IS NULL "
+    "GROUP BY l.pool_id ORDER BY l.pool_id NULLS FIRST"
+)
+
+
+def scan_sql(events: Sequence[EventType], *, paged: bool) -> str:
+    """`scan_audit`'s statement. The event ids are inlined (they are ints) so the planner can
+    prove the list implies `relay_audit_lifecycle`'s WHERE clause and walk that index."""
+    ids = "(" + ", ".join(str(int(e)) for e in sorted(set(events))) + ")"
+    return (
+        "SELECT id, event_type_id, entity_id, pool_id, created_at FROM audit_logs "
+        f"WHERE event_type_id IN {ids}"
+        + (" AND (created_at, id) > (%s, %s)" if paged else "")
+        + " ORDER BY created_at, id LIMIT %s"
+    )
+
 
 _AUDIT = """SELECT a.id, a.event_type_id, a.entity_type_id, a.entity_id,
   CASE a.entity_type_id WHEN 1 THEN l.guid WHEN 2 THEN n.fingerprint WHEN 3 THEN ep.name END,
@@ -329,6 +368,19 @@ class PostgresTransaction:
         rows = self._all(_CULL, {"cutoff": cutoff, "now": now, "limit": limit})
         return [Culled(node, lic, pool) for node, lic, pool in rows]
 
+    # the operator's view
+    def list_leases(self, pool_id: PoolFilter) -> list[tuple[Node, License]]:
+        if pool_id is ANY_POOL:
+            rows = self._all(_LEASES_BY_POOL["any"])
+        elif pool_id is None:
+            rows = self._all(_LEASES_BY_POOL[True])
+        else:
+            rows = self._all(_LEASES_BY_POOL[False], (pool_id,))
+        return [(_node(r[:_NODE_FIELDS]), _license(r[_NODE_FIELDS:])) for r in rows]
+
+    def count_by_pool(self, now: int) -> list[PoolCounts]:
+        return [PoolCounts(*row) for row in self._all(_COUNT_BY_POOL, {"now": now})]
+
     # audit
     def append_audit(self, entries: Sequence[AuditEntry]) -> None:
         if not entries:
@@ -377,6 +429,55 @@ class PostgresTransaction:
             for r in self._all(sql, params)
         ]
 
+    def scan_audit(
+        self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
+    ) -> list[AuditRow]:
+        if not events:
+            return []
+        params = [*after, limit] if after is not None else [limit]
+        # Plain tuples of ints as they come (entity_id is BIGINT here, never text).
+        rows: list[AuditRow] = self._all(scan_sql(events, paged=after is not None), params)
+        return rows
+
+    def license_holders(self) -> list[tuple[int, int | None, int | None]]:
+        rows: list[tuple[int, int | None, int | None]] = self._all(
+            "SELECT id, pool_id, node_id FROM licenses ORDER BY id"
+        )
+        return rows
+
+    # denials; the global pool is stored as pool_id 0 (ids start at 1) so it has a primary key
+    def add_denials(self, counts: Sequence[DenialCount]) -> None:
+        if not counts:
+            return
+        self._write(
+            # Summed first: one INSERT ... ON CONFLICT may not update a row twice, and a
+            # batch may name one (pool, minute) more than once.
+            "INSERT INTO relay_denials AS d (pool_id, minute, count) "
+            "SELECT p, m, sum(c)::bigint FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) "
+            "AS u(p, m, c) GROUP BY p, m "
+            "ON CONFLICT (pool_id, minute) DO UPDATE SET count = d.count + excluded.count",
+            (
+                [c.pool_id or 0 for c in counts],
+                [c.minute for c in counts],
+                [c.count for c in counts],
+            ),
+        )
+
+    def read_denials(self, since: int | None, until: int | None) -> list[DenialCount]:
+        where: list[str] = []
+        params: list[int] = []
+        if since is not None:
+            where.append("minute >= %s")
+            params.append(since)
+        if until is not None:
+            where.append("minute < %s")
+            params.append(until)
+        sql = "SELECT pool_id, minute, count FROM relay_denials"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._all(sql + " ORDER BY minute, pool_id", params)
+        return [DenialCount(r[0] or None, r[1], r[2]) for r in rows]
+
     # copying (relay_core.copying.CopyTransaction)
     def list_nodes(self) -> list[Node]:
         return [_node(r) for r in self._all(f"SELECT {_NODE} FROM nodes ORDER BY id")]
@@ -400,7 +501,8 @@ class PostgresTransaction:
     def is_empty(self) -> bool:
         row = self._one(
             "SELECT NOT (EXISTS (SELECT 1 FROM pools) OR EXISTS (SELECT 1 FROM licenses) "
-            "OR EXISTS (SELECT 1 FROM nodes) OR EXISTS (SELECT 1 FROM audit_logs))"
+            "OR EXISTS (SELECT 1 FROM nodes) OR EXISTS (SELECT 1 FROM audit_logs) "
+            "OR EXISTS (SELECT 1 FROM relay_denials))"
         )
         return bool(row[0])
 

@@ -477,7 +477,8 @@ class SqliteTransaction:
     def is_empty(self) -> bool:
         row = self._one(
             "SELECT EXISTS (SELECT 1 FROM pools) OR EXISTS (SELECT 1 FROM licenses) "
-            "OR EXISTS (SELECT 1 FROM nodes) OR EXISTS (SELECT 1 FROM audit_logs)"
+            "OR EXISTS (SELECT 1 FROM nodes) OR EXISTS (SELECT 1 FROM audit_logs) "
+            "OR EXISTS (SELECT 1 FROM relay_denials)"
         )
         return not row[0]
 

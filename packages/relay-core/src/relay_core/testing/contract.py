@@ -544,6 +544,18 @@ class StorageContract:
                 DenialCount(pool.id, T0, 1),
             ]
 
+    def test_denials_repeated_in_one_batch_add_up(self, store: Store) -> None:
+        """One batch may name a (pool, minute) twice: both counts are added, none is lost."""
+        with store.transaction() as tx:
+            pool = tx.create_pool("prod", T0)
+            tx.add_denials([DenialCount(pool.id, T0, 2), DenialCount(pool.id, T0, 3)])
+            tx.add_denials([DenialCount(None, T0, 1), DenialCount(None, T0, 1)])
+        with store.transaction() as tx:
+            assert tx.read_denials(None, None) == [
+                DenialCount(None, T0, 2),
+                DenialCount(pool.id, T0, 5),
+            ]
+
     # -- copying (relay_core.copying.CopyTransaction) ----------------------------------------
 
     def _populated(
@@ -623,7 +635,7 @@ class StorageContract:
             other.close()
 
     def test_is_empty_sees_any_row(self, store: Store) -> None:
-        """A store is empty until any pool, license, node or audit row is written."""
+        """A store is empty until any pool, license, node, audit row or denial count is written."""
         writes: list[Callable[[Transaction], object]] = [
             lambda tx: tx.create_pool("p", T0),
             lambda tx: tx.insert_license(_new(1), None, T0),
@@ -631,6 +643,7 @@ class StorageContract:
             lambda tx: tx.append_audit(
                 [AuditEntry(EventType.POOL_ADDED, EntityType.POOL, 1, None, T0)]
             ),
+            lambda tx: tx.add_denials([DenialCount(None, T0, 1)]),
         ]
         for write in writes:
             with pytest.raises(RuntimeError), store.transaction() as tx:  # noqa: PT012

@@ -325,7 +325,7 @@ class MemoryTransaction:
 
     def is_empty(self) -> bool:
         t = self._t
-        return not (t.pools or t.licenses or t.nodes or t.audit)
+        return not (t.pools or t.licenses or t.nodes or t.audit or t.denials)
 
     def import_rows(
         self,
