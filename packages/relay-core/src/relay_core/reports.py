@@ -212,31 +212,34 @@ class UsageReplay:
         counted_in = self._counted_in
         k = self._k
         edge = self._edge()
-        start = bounds[k][0] if 0 <= k < n_bounds else 0
-        for row in rows:
-            now = row[4]
+        in_period = 0 <= k < n_bounds
+        start = bounds[k][0] if in_period else 0
+        for _, event, entity, pool_id, now in rows:
             if now >= edge:
                 self._advance(now)
                 k = self._k
                 edge = self._edge()
-                start = bounds[k][0] if k < n_bounds else 0
-            event, entity, pool_id = row[1], row[2], row[3]
-            if event in _LEASE_ENDS:
+                in_period = k < n_bounds
+                start = bounds[k][0] if in_period else 0
+            lease_end = event in _LEASE_ENDS
+            node_end = not lease_end and event in _NODE_ENDS
+            if lease_end:
                 if entity not in lease_pool:
                     continue  # leased before the audit log began: nothing to end
                 pool_id = lease_pool.pop(entity)
-            elif event in _NODE_ENDS:
+            elif node_end:
                 pool_id = node_pool.pop(entity, pool_id)
             pool = pools.get(pool_id)
             if pool is None:
                 pool = self._pool(pool_id)
+            leased = pool.leased
             period: _Period | None = None
             at_start = False
-            if 0 <= k < n_bounds:
+            if in_period:
                 period = pool.periods[k]
                 span = now - pool.last
                 if span > 0:
-                    period.seat_seconds += pool.leased * span
+                    period.seat_seconds += leased * span
                     period.license_seconds += pool.licenses * span
                     pool.last = now
                 if now == start:
@@ -249,12 +252,17 @@ class UsageReplay:
             if event == _LEASED:
                 if entity in lease_pool:  # a lease never seen ending: end it here
                     pools[lease_pool[entity]].leased -= 1
+                    leased = pool.leased
                 lease_pool[entity] = pool_id
-                pool.leased += 1
+                leased += 1
+                pool.leased = leased
                 if period is not None:
                     period.granted += 1
-            elif event in _LEASE_ENDS:
-                pool.leased -= 1
+                    if leased > period.peak:
+                        period.peak = leased
+                continue
+            if lease_end:
+                pool.leased = leased - 1
                 if period is not None and event == _EXPIRED:
                     period.expired += 1
             elif event == _ACTIVATED:
@@ -264,7 +272,7 @@ class UsageReplay:
                 if period is not None and counted_in.get((entity, pool_id)) != k:
                     period.nodes += 1
                     counted_in[entity, pool_id] = k
-            elif event in _NODE_ENDS:
+            elif node_end:
                 pool.active.discard(entity)
                 since = activated_at.pop(entity, None)
                 if period is not None and since is not None and since < start:
