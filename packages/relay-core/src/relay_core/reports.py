@@ -258,8 +258,7 @@ class UsageReplay:
                 pool.leased = leased
                 if period is not None:
                     period.granted += 1
-                    if leased > period.peak:
-                        period.peak = leased
+                    period.peak = max(period.peak, leased)
                 continue
             if lease_end:
                 pool.leased = leased - 1
