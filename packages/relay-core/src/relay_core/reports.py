@@ -214,13 +214,14 @@ class UsageReplay:
         edge = self._edge()
         in_period = 0 <= k < n_bounds
         start = bounds[k][0] if in_period else 0
-        for _, event, entity, pool_id, now in rows:
+        for _, event, entity, row_pool, now in rows:
             if now >= edge:
                 self._advance(now)
                 k = self._k
                 edge = self._edge()
                 in_period = k < n_bounds
                 start = bounds[k][0] if in_period else 0
+            pool_id = row_pool
             lease_end = event in _LEASE_ENDS
             node_end = not lease_end and event in _NODE_ENDS
             if lease_end:
