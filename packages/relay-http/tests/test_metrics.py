@@ -112,3 +112,42 @@ def test_the_pool_label_takes_a_bounded_number_of_values() -> None:
     pools = {dict(labels)["pool"] for name, labels in got if name == "relay_releases_total"}
     assert len(pools) == MAX_POOL_LABELS + 1
     assert got[("relay_releases_total", (("pool", "<other>"), ("result", "not_found")))] == 5
+
+
+def test_waiting_gauge_and_wait_histogram(
+    make_relay: Callable[..., Relay], add: Callable[..., License], call: Call
+) -> None:
+    """With a wait queue, relay_waiting{pool} reads its line and relay_wait_seconds counts
+    each parked claim by outcome."""
+    from relay_core import WaitQueue
+
+    metrics = Metrics()
+    queue = WaitQueue()
+    relay = make_relay(events=metrics, queue=queue)
+    add("K0", into=relay)
+    app = create_app(relay, metrics=metrics)
+    got = samples(call(app, "GET", "/metrics").text)
+    assert got[("relay_waiting", (("pool", ""),))] == 0
+    ticket = queue.join(None, "waiter", deadline=relay.clock.now() + 30)
+    queue.join(None, "later", deadline=relay.clock.now() + 30)
+    got = samples(call(app, "GET", "/metrics").text)
+    assert got[("relay_waiting", (("pool", ""),))] == 2
+    queue.leave(ticket)
+    metrics.observe_wait(None, 2.0, True)
+    metrics.observe_wait(None, 30.0, False)
+    metrics.observe_wait(None, 0.3, True)
+    got = samples(call(app, "GET", "/metrics").text)
+    assert got[("relay_waiting", (("pool", ""),))] == 1
+    granted = (("pool", ""), ("result", "granted"))
+    assert got[("relay_wait_seconds_count", granted)] == 2
+    assert got[("relay_wait_seconds_sum", granted)] == 2.3
+    assert got[("relay_wait_seconds_count", (("pool", ""), ("result", "refused")))] == 1
+    assert got[("relay_wait_seconds_bucket", (("le", "0.5"), *granted))] == 1
+
+
+def test_no_waiting_gauge_without_a_queue(relay: Relay, call: Call) -> None:
+    metrics = Metrics()
+    app = create_app(relay, metrics=metrics)
+    assert not any(
+        name == "relay_waiting" for name, _ in samples(call(app, "GET", "/metrics").text)
+    )
