@@ -194,6 +194,20 @@ _AUDIT_INSERT = (
 )
 
 
+def _record(r: Sequence[Any]) -> AuditRecord:
+    """An `_AUDIT` row as an `AuditRecord`."""
+    return AuditRecord(
+        id=r[0],
+        event=_event(r[1]),
+        entity_type=_entity(r[2]),
+        entity_id=r[3],
+        entity_label=r[4],
+        pool_id=r[5],
+        pool_name=r[6],
+        created_at=r[7],
+    )
+
+
 def _license(row: Sequence[Any]) -> License:
     return License(*row)
 
@@ -415,19 +429,7 @@ class PostgresTransaction:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY a.id DESC LIMIT %s"
         params.append(query.limit)
-        return [
-            AuditRecord(
-                id=r[0],
-                event=_event(r[1]),
-                entity_type=_entity(r[2]),
-                entity_id=r[3],
-                entity_label=r[4],
-                pool_id=r[5],
-                pool_name=r[6],
-                created_at=r[7],
-            )
-            for r in self._all(sql, params)
-        ]
+        return [_record(r) for r in self._all(sql, params)]
 
     def scan_audit(
         self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
@@ -484,19 +486,7 @@ class PostgresTransaction:
 
     def audit_page(self, after_id: int, limit: int) -> list[AuditRecord]:
         rows = self._all(_AUDIT + " WHERE a.id > %s ORDER BY a.id LIMIT %s", (after_id, limit))
-        return [
-            AuditRecord(
-                id=r[0],
-                event=_event(r[1]),
-                entity_type=_entity(r[2]),
-                entity_id=r[3],
-                entity_label=r[4],
-                pool_id=r[5],
-                pool_name=r[6],
-                created_at=r[7],
-            )
-            for r in rows
-        ]
+        return [_record(r) for r in rows]
 
     def is_empty(self) -> bool:
         row = self._one(

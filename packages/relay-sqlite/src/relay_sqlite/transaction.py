@@ -146,6 +146,7 @@ def _audit_sql(rows: int) -> str:
 _AUDIT_SQL = {rows: _audit_sql(rows) for rows in range(1, 9)}
 _AUDIT_SQL[_AUDIT_CHUNK] = _audit_sql(_AUDIT_CHUNK)
 
+
 def scan_sql(events: Sequence[EventType], *, paged: bool) -> str:
     """`scan_audit`'s statement. The event ids are inlined (they are ints), so the lifecycle
     list reads exactly as the partial index's WHERE clause, which SQLite needs to use it."""
@@ -164,6 +165,20 @@ _RAND_TRIES = 32
 fallback is as uniform as a draw, so the mixture stays exact; it costs O(free), and is reached
 only when free licenses are sparse in their id span, so its expected cost stays below about
 span / (e * tries) index entries."""
+
+
+def _record(r: Sequence[Any]) -> AuditRecord:
+    """An `_AUDIT` row as an `AuditRecord`."""
+    return AuditRecord(
+        id=r[0],
+        event=_event(r[1]),
+        entity_type=_entity(r[2]),
+        entity_id=r[3],
+        entity_label=r[4],
+        pool_id=r[5],
+        pool_name=r[6],
+        created_at=r[7],
+    )
 
 
 def _license(row: Any) -> License:
@@ -405,19 +420,7 @@ class SqliteTransaction:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY a.id DESC LIMIT ?"
         params.append(query.limit)
-        return [
-            AuditRecord(
-                id=r[0],
-                event=_event(r[1]),
-                entity_type=_entity(r[2]),
-                entity_id=r[3],
-                entity_label=r[4],
-                pool_id=r[5],
-                pool_name=r[6],
-                created_at=r[7],
-            )
-            for r in self._all(sql, params)
-        ]
+        return [_record(r) for r in self._all(sql, params)]
 
     def scan_audit(
         self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
@@ -460,19 +463,7 @@ class SqliteTransaction:
 
     def audit_page(self, after_id: int, limit: int) -> list[AuditRecord]:
         rows = self._all(_AUDIT + " WHERE a.id > ? ORDER BY a.id LIMIT ?", (after_id, limit))
-        return [
-            AuditRecord(
-                id=r[0],
-                event=_event(r[1]),
-                entity_type=_entity(r[2]),
-                entity_id=r[3],
-                entity_label=r[4],
-                pool_id=r[5],
-                pool_name=r[6],
-                created_at=r[7],
-            )
-            for r in rows
-        ]
+        return [_record(r) for r in rows]
 
     def is_empty(self) -> bool:
         row = self._one(

@@ -237,6 +237,19 @@ class MemoryTransaction:
             return pool.name if pool else None
         return None
 
+    def _record(self, row_id: int, e: AuditEntry) -> AuditRecord:
+        pool = self._t.pools.get(e.pool_id) if e.pool_id is not None else None
+        return AuditRecord(
+            id=row_id,
+            event=e.event,
+            entity_type=e.entity_type,
+            entity_id=e.entity_id,
+            entity_label=self._label(e),
+            pool_id=e.pool_id,
+            pool_name=pool.name if pool else None,
+            created_at=e.created_at,
+        )
+
     def read_audit(self, query: AuditQuery) -> list[AuditRecord]:
         records: list[AuditRecord] = []
         for row_id, e in reversed(self._t.audit):
@@ -248,19 +261,7 @@ class MemoryTransaction:
                 continue
             if query.since is not None and e.created_at < query.since:
                 continue
-            pool = self._t.pools.get(e.pool_id) if e.pool_id is not None else None
-            records.append(
-                AuditRecord(
-                    id=row_id,
-                    event=e.event,
-                    entity_type=e.entity_type,
-                    entity_id=e.entity_id,
-                    entity_label=self._label(e),
-                    pool_id=e.pool_id,
-                    pool_name=pool.name if pool else None,
-                    created_at=e.created_at,
-                )
-            )
+            records.append(self._record(row_id, e))
         return records
 
     def scan_audit(
@@ -308,19 +309,7 @@ class MemoryTransaction:
                 continue
             if len(records) >= limit:
                 break
-            pool = self._t.pools.get(e.pool_id) if e.pool_id is not None else None
-            records.append(
-                AuditRecord(
-                    id=row_id,
-                    event=e.event,
-                    entity_type=e.entity_type,
-                    entity_id=e.entity_id,
-                    entity_label=self._label(e),
-                    pool_id=e.pool_id,
-                    pool_name=pool.name if pool else None,
-                    created_at=e.created_at,
-                )
-            )
+            records.append(self._record(row_id, e))
         return records
 
     def is_empty(self) -> bool:
