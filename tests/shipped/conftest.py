@@ -84,6 +84,26 @@ def wait_healthy(process: subprocess.Popen[str], port: int, timeout: float = 30)
     pytest.fail("relay serve did not answer /v1/health in time")
 
 
+def serve_then_stop(relay: str | Path, cwd: Path, env: Mapping[str, str]) -> None:
+    """`relay serve` on a free port answers /v1/health, then exits 0 on SIGTERM, having printed
+    only that it started."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(relay), "serve", "--bind", "127.0.0.1", "--port", str(port)],
+        cwd=cwd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_healthy(process, port) == 200
+    finally:
+        process.terminate()
+        out, err = process.communicate(timeout=20)
+    assert (process.returncode, out) == (0, "the server is starting\n"), err
+
+
 def free_port() -> int:
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -24,7 +24,7 @@ import pytest
 import relay_cli
 from relay_core.testing import LicenseWriter
 
-from .conftest import ROOT, Alone, Dist, Run, alone, free_port, run, wait_healthy
+from .conftest import ROOT, Alone, Dist, Run, alone, run, serve_then_stop
 
 VENV_RELAY = str(Path(sys.executable).with_name("relay"))
 LICENSE_KEY = "LOCKED-ONEFILE-LICENSE-KEY-V3"
@@ -160,21 +160,7 @@ def test_valid_machine_file_adds_lists_and_serves(setup: Setup, tmp_path: Path) 
     listed = relay("ls", "--plain", cwd=tmp_path, env=KEY_ENV)
     assert listed.code == 0
     assert guid in listed.out
-    port = free_port()
-    process = subprocess.Popen(
-        [str(relay.relay), "serve", "--bind", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path,
-        env=relay.env(KEY_ENV),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert wait_healthy(process, port) == 200
-    finally:
-        process.terminate()
-        out, err = process.communicate(timeout=20)
-    assert (process.returncode, out) == (0, "the server is starting\n"), err
+    serve_then_stop(relay.relay, tmp_path, relay.env(KEY_ENV))
 
 
 def test_public_key_flag_is_gone_as_in_the_venv(setup: Setup) -> None:

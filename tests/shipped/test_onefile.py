@@ -13,7 +13,7 @@ from pathlib import Path
 
 import relay_cli
 
-from .conftest import ROOT, Alone, Dist, free_port, minimal_env, run, wait_healthy
+from .conftest import ROOT, Alone, Dist, minimal_env, run, serve_then_stop
 
 # The end-to-end CLI and server tests (tests/e2e) that run against dist/relay as they run against
 # the venv's relay: add (Ed25519 and RSA files), ls, stat, logs, serve, claim, heartbeat, release,
@@ -104,21 +104,7 @@ def test_e2e_cli_and_server_tests_pass_against_the_one_file_relay(
 def test_serve_in_a_minimal_environment_stops_on_sigterm(onefile: Alone, tmp_path: Path) -> None:
     """Direct check of the shipped shape: `relay serve` answers /v1/health and exits 0 on SIGTERM
     (the e2e files cover claims, heartbeats and releases)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [str(onefile.relay), "serve", "--bind", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path,
-        env=onefile.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert wait_healthy(process, port) == 200
-    finally:
-        process.terminate()
-        out, err = process.communicate(timeout=20)
-    assert (process.returncode, out) == (0, "the server is starting\n"), err
+    serve_then_stop(onefile.relay, tmp_path, onefile.env())
     assert (tmp_path / "relay.sqlite").exists()
 
 
@@ -144,18 +130,4 @@ def test_one_folder_build_runs_alone_and_serves(dist: Dist, tmp_path: Path) -> N
     version = run([str(relay), "version"], cwd=work, env=minimal_env(home))
     assert (version.code, version.out) == (0, relay_cli.__version__ + "\n")
     assert version.err.startswith("one-folder build for linux/"), version.err
-    port = free_port()
-    process = subprocess.Popen(
-        [str(relay), "serve", "--bind", "127.0.0.1", "--port", str(port)],
-        cwd=work,
-        env=minimal_env(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert wait_healthy(process, port) == 200
-    finally:
-        process.terminate()
-        out, err = process.communicate(timeout=20)
-    assert (process.returncode, out) == (0, "the server is starting\n"), err
+    serve_then_stop(relay, work, minimal_env(home))

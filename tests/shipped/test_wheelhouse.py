@@ -9,7 +9,7 @@ from pathlib import Path
 
 import relay_cli
 
-from .conftest import Dist, Run, free_port, minimal_env, run, wait_healthy
+from .conftest import Dist, Run, minimal_env, run, serve_then_stop
 
 
 def test_sha256sums_lists_and_matches_every_wheel(dist: Dist) -> None:
@@ -49,18 +49,4 @@ def test_offline_install_into_a_fresh_venv_then_version_and_serve(
     assert run([relay, "version"], cwd=tmp_path, env=env) == Run(
         0, relay_cli.__version__ + "\n", ""
     )
-    port = free_port()
-    process = subprocess.Popen(
-        [relay, "serve", "--bind", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path,
-        env=minimal_env(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert wait_healthy(process, port) == 200
-    finally:
-        process.terminate()
-        out, err = process.communicate(timeout=20)
-    assert (process.returncode, out) == (0, "the server is starting\n"), err
+    serve_then_stop(relay, tmp_path, minimal_env(home))
