@@ -150,7 +150,8 @@ def report(
         start of the report: a date (2026-11-01, UTC), a date-time, Unix seconds, or a duration
         ago (30d, 12h)
     until
-        end of the report (default now), in the same forms as --since
+        end of the report, exclusive (default now, the current second included), in the same
+        forms as --since
     pool
         only this pool (default: every pool, and the global pool when it is used)
     every
@@ -167,7 +168,9 @@ def report(
         raise UsageError('"--json" and "--csv" cannot be used together')
     now = runtime.clock.now()
     start = parse_moment(since, now, "--since")
-    end = parse_moment(until, now, "--until") if until is not None else int(now)
+    # "Now" includes the current second: events are stamped in whole seconds, and [since, until)
+    # would otherwise leave out a claim refused a moment ago.
+    end = parse_moment(until, now, "--until") if until is not None else int(now) + 1
     if start >= end:
         raise UsageError(
             f"--since ({rfc3339(start)}) must be before --until ({rfc3339(end)})"

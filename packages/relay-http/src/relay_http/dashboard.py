@@ -93,7 +93,7 @@ class AdminUsage:
         self._converter = converter
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        until = _seconds(req, "until", int(self._relay.clock.now()))
+        until = _seconds(req, "until", int(self._relay.clock.now()) + 1)  # this second included
         assert until is not None
         since = _seconds(req, "since", until - 86400)
         assert since is not None
