@@ -154,6 +154,35 @@ def test_release_license_success_and_reactivation(ws: Workspace, serve: ServerFa
     assert server.claim("node-1").status == 201
 
 
+def test_a_release_keeps_the_connection_open(ws: Workspace, serve: ServerFactory) -> None:
+    """A 204 has no body to delimit, so the node's connection survives it (HTTP/1.1
+    keep-alive); a request that says `Connection: close` still gets its close."""
+    ws.add(ws.license("license"))
+    server = serve()
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    try:
+        for _ in range(2):
+            conn.request("PUT", "/v1/nodes/node-1")
+            claimed = conn.getresponse()
+            assert (claimed.status, claimed.getheader("Connection")) == (201, None)
+            claimed.read()
+            sock = conn.sock
+            conn.request("DELETE", "/v1/nodes/node-1")
+            released = conn.getresponse()
+            assert (released.status, released.read()) == (204, b"")
+            assert released.getheader("Connection") is None
+            assert conn.sock is sock is not None  # the same socket, still open
+        conn.request("PUT", "/v1/nodes/node-1")
+        conn.getresponse().read()
+        conn.request("DELETE", "/v1/nodes/node-1", headers={"Connection": "close"})
+        closed = conn.getresponse()
+        assert (closed.status, closed.getheader("Connection")) == (204, "close")
+        closed.read()
+        assert conn.sock is None
+    finally:
+        conn.close()
+
+
 def test_release_license_not_found(ws: Workspace, serve: ServerFactory) -> None:
     """DELETE of an unknown node is 404 with the exact body."""
     server = serve()

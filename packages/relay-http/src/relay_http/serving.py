@@ -57,12 +57,40 @@ WAITRESS_SETTINGS: dict[str, Any] = {
 
 class ChannelTask(WSGITask):  # type: ignore[misc]  # waitress is untyped
     """waitress's WSGI task, with its channel in the environ (``relay.channel``), so that a
-    parked claim can ask the I/O loop to watch its connection (`QuietChannel.parked`)."""
+    parked claim can ask the I/O loop to watch its connection (`QuietChannel.parked`), and
+    with keep-alive after a response that has no body.
+
+    waitress 3 closes an HTTP/1.1 connection after any response without a Content-Length,
+    204 included, though a 204 (like 1xx and 304) has no body to delimit (RFC 9112 6.3). Every
+    release (204) then cost its node a new connection: under wrk's claim+release churn, one
+    connect and accept per cycle.
+    """
+
+    _bodiless_keep_alive = False
 
     def get_environment(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environment()
         environ["relay.channel"] = self.channel
         return environ
+
+    def build_response_header(self) -> bytes:
+        self._bodiless_keep_alive = (
+            not self.has_body
+            and self.version == "1.1"
+            and self.request.headers.get("CONNECTION", "").lower() != "close"
+        )
+        try:
+            header: bytes = super().build_response_header()
+        finally:
+            self._bodiless_keep_alive = False
+        return header
+
+    def set_close_on_finish(self) -> None:
+        # On HTTP/1.1, waitress's header builder only closes for a request's `Connection:
+        # close` (excluded above) or for want of a Content-Length, which a bodiless
+        # response does not need.
+        if not self._bodiless_keep_alive:
+            super().set_close_on_finish()
 
 
 class QuietChannel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
