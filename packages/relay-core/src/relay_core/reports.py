@@ -117,8 +117,6 @@ class _Pool:
     active: set[int] = attrs.Factory(set)
     reset_for: int = -1
     """The period whose peak was last reset at its first instant."""
-    last: int = 0
-    """Up to when `seat_seconds` and `license_seconds` of the current period are summed."""
 
 
 _NOT_YET = -1
@@ -133,6 +131,7 @@ _DEACTIVATED = int(EventType.NODE_DEACTIVATED)
 _CULLED = int(EventType.NODE_CULLED)
 _LEASE_ENDS = frozenset({_RELEASED, _EXPIRED})
 _NODE_ENDS = frozenset({_DEACTIVATED, _CULLED})
+_LICENSE_CHANGES = frozenset({_ADDED, _REMOVED})
 
 
 class UsageReplay:
@@ -171,38 +170,37 @@ class UsageReplay:
         found = self._pools.get(pool_id)
         if found is None:
             found = _Pool([_Period() for _ in self._bounds])
-            if 0 <= self._k < len(self._bounds):
-                found.last = self._bounds[self._k][0]
             self._pools[pool_id] = found
         return found
 
     def _advance(self, now: int) -> None:
-        """Close every period that ends at or before `now`, opening the next one."""
+        """Close every period that ends at or before `now`, opening the next one.
+
+        A period's seat- and license-seconds start as if the counts at its opening held to
+        its end; each change at `t` then adds or takes away the rest, `(end - t)` per seat.
+        """
         bounds = self._bounds
         while self._k < len(bounds):
             edge = bounds[0][0] if self._k == _NOT_YET else bounds[self._k][1]
             if now < edge:
                 return
-            for pool in self._pools.values():
-                if self._k != _NOT_YET:
-                    period = pool.periods[self._k]
-                    span = edge - pool.last
-                    if span > 0:
-                        period.seat_seconds += pool.leased * span
-                        period.license_seconds += pool.licenses * span
-                        pool.last = edge
-                    period.licenses_at_end = pool.licenses
+            if self._k != _NOT_YET:
+                for pool in self._pools.values():
+                    pool.periods[self._k].licenses_at_end = pool.licenses
             self._k = 0 if self._k == _NOT_YET else self._k + 1
             if self._k < len(bounds):
+                span = bounds[self._k][1] - edge
                 for pool in self._pools.values():
                     period = pool.periods[self._k]
                     period.peak = pool.leased
                     period.nodes = len(pool.active)
-                    pool.last = edge
+                    period.seat_seconds = pool.leased * span
+                    period.license_seconds = pool.licenses * span
 
     def feed(self, rows: Iterable[AuditRow]) -> None:
         # The hot loop of a report (a year can be millions of rows): locals, plain int event
-        # ids (hashing an IntEnum member runs Python code), and period edges checked inline.
+        # ids (hashing an IntEnum member runs Python code), period edges checked inline, and
+        # seat-time summed only where a count changes (see `_advance`).
         bounds = self._bounds
         n_bounds = len(bounds)
         pools = self._pools
@@ -213,81 +211,94 @@ class UsageReplay:
         k = self._k
         edge = self._edge()
         in_period = 0 <= k < n_bounds
-        start = bounds[k][0] if in_period else 0
+        start, end = bounds[k] if in_period else (0, 0)
         for _, event, entity, row_pool, now in rows:
             if now >= edge:
                 self._advance(now)
                 k = self._k
                 edge = self._edge()
                 in_period = k < n_bounds
-                start = bounds[k][0] if in_period else 0
-            pool_id = row_pool
-            lease_end = event in _LEASE_ENDS
-            node_end = not lease_end and event in _NODE_ENDS
-            if lease_end:
-                if entity not in lease_pool:
-                    continue  # leased before the audit log began: nothing to end
-                pool_id = lease_pool.pop(entity)
-            elif node_end:
-                pool_id = node_pool.pop(entity, pool_id)
-            pool = pools.get(pool_id)
-            if pool is None:
-                pool = self._pool(pool_id)
-            leased = pool.leased
-            period: _Period | None = None
-            at_start = False
-            if in_period:
-                period = pool.periods[k]
-                span = now - pool.last
-                if span > 0:
-                    period.seat_seconds += leased * span
-                    period.license_seconds += pool.licenses * span
-                    pool.last = now
-                if now == start:
-                    at_start = True
-                    if pool.reset_for != k:
+                start, end = bounds[k] if in_period else (0, 0)
+            if event == _LEASED:
+                pool = pools.get(row_pool) or self._pool(row_pool)
+                ended = lease_pool.get(entity, _NOT_YET)
+                if ended != _NOT_YET:  # a lease never seen ending: end it here
+                    other = pools[ended]
+                    other.leased -= 1
+                    if in_period:
+                        other.periods[k].seat_seconds -= end - now
+                lease_pool[entity] = row_pool
+                leased = pool.leased = pool.leased + 1
+                if in_period:
+                    period = pool.periods[k]
+                    if now == start and pool.reset_for != k:
                         # The state just before the period's first instant is not part of it.
                         period.peak = 0
                         pool.reset_for = k
-
-            if event == _LEASED:
-                if entity in lease_pool:  # a lease never seen ending: end it here
-                    pools[lease_pool[entity]].leased -= 1
-                    leased = pool.leased
-                lease_pool[entity] = pool_id
-                leased += 1
-                pool.leased = leased
-                if period is not None:
+                    period.seat_seconds += end - now
                     period.granted += 1
                     period.peak = max(period.peak, leased)
                 continue
-            if lease_end:
-                pool.leased = leased - 1
-                if period is not None and event == _EXPIRED:
-                    period.expired += 1
-            elif event == _ACTIVATED:
-                node_pool[entity] = pool_id
+            if event in _LEASE_ENDS:
+                if entity not in lease_pool:
+                    continue  # leased before the audit log began: nothing to end
+                pool = pools[lease_pool.pop(entity)]
+                pool.leased -= 1
+                if in_period:
+                    period = pool.periods[k]
+                    period.seat_seconds -= end - now
+                    if event == _EXPIRED:
+                        period.expired += 1
+                    if now == start:
+                        self._first_instant(pool, k)
+                continue
+            if event == _ACTIVATED:
+                node_pool[entity] = row_pool
                 activated_at[entity] = now
+                pool = pools.get(row_pool) or self._pool(row_pool)
                 pool.active.add(entity)
-                if period is not None and counted_in.get((entity, pool_id)) != k:
-                    period.nodes += 1
-                    counted_in[entity, pool_id] = k
-            elif node_end:
+                if in_period:
+                    key = (entity, row_pool)
+                    if counted_in.get(key) != k:
+                        pool.periods[k].nodes += 1
+                        counted_in[key] = k
+                    if now == start:
+                        self._first_instant(pool, k)
+                continue
+            if event in _NODE_ENDS:
+                pool_id = node_pool.pop(entity, row_pool)
+                pool = pools.get(pool_id) or self._pool(pool_id)
                 pool.active.discard(entity)
                 since = activated_at.pop(entity, None)
-                if period is not None and since is not None and since < start:
-                    if at_start:
-                        period.nodes -= 1  # gone at the period's first instant: never in it
-                    else:
-                        # Counted among the nodes present when the period began: a
-                        # reactivation later in this period is the same node.
-                        counted_in[entity, pool_id] = k
-            elif event == _ADDED:
-                pool.licenses += 1
-            elif event == _REMOVED:
-                pool.licenses -= 1
-            if period is not None and pool.leased > period.peak:
-                period.peak = pool.leased
+                if in_period:
+                    if since is not None and since < start:
+                        if now == start:
+                            pool.periods[k].nodes -= 1  # gone at the first instant: not in it
+                        else:
+                            # Counted among the nodes present when the period began: a
+                            # reactivation later in this period is the same node.
+                            counted_in[entity, pool_id] = k
+                    if now == start:
+                        self._first_instant(pool, k)
+                continue
+            pool = pools.get(row_pool) or self._pool(row_pool)
+            if event in _LICENSE_CHANGES:
+                step = 1 if event == _ADDED else -1
+                pool.licenses += step
+                if in_period:
+                    pool.periods[k].license_seconds += step * (end - now)
+            if in_period and now == start:
+                self._first_instant(pool, k)
+
+    @staticmethod
+    def _first_instant(pool: _Pool, k: int) -> None:
+        """A row of `pool` at period `k`'s first instant, after its change: the peak counts
+        from the state after the first instant's rows, not the one just before."""
+        period = pool.periods[k]
+        if pool.reset_for != k:
+            period.peak = 0
+            pool.reset_for = k
+        period.peak = max(period.peak, pool.leased)
 
     def _edge(self) -> int:
         """The time at which the replay next crosses a period edge."""
