@@ -258,13 +258,20 @@ def test_operator_view_tests_catch_their_mutants(
 
 class ScansInIdOrder(MemoryTransaction):
     def scan_audit(
-        self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
+        self, events: Sequence[EventType], after: int | None, limit: int
     ) -> list[AuditRow]:
-        rows = super().scan_audit(events, None, 1_000_000)
-        rows.sort(key=lambda r: r[0])
-        if after is not None:
-            rows = [r for r in rows if (r[4], r[0]) > after]
-        return rows[:limit]
+        return [
+            (int(e.event), e.entity_id, e.pool_id, e.created_at)
+            for _, e in self._t.audit
+            if e.event in events and (after is None or e.created_at > after)
+        ][:limit]
+
+
+class SplitsASecond(MemoryTransaction):
+    def scan_audit(
+        self, events: Sequence[EventType], after: int | None, limit: int
+    ) -> list[AuditRow]:
+        return super().scan_audit(events, after, 1_000_000)[:limit]
 
 
 class DenialsOverwrite(MemoryTransaction):
@@ -274,11 +281,15 @@ class DenialsOverwrite(MemoryTransaction):
 
 
 def test_report_primitives_catch_their_mutants() -> None:
-    """A scan in insertion order instead of time order, and counters that overwrite, are caught."""
-    scan = store_of(ScansInIdOrder)
-    assert_contract_fails(
-        lambda: contract_for(scan).test_audit_scan_pages_through_chosen_events_in_time_order(scan())
-    )
+    """A scan in insertion order instead of time order, a page that splits a second, and
+    counters that overwrite, are caught."""
+    for mutant in (ScansInIdOrder, SplitsASecond):
+        scan = store_of(mutant)
+        assert_contract_fails(
+            lambda scan=scan: contract_for(
+                scan
+            ).test_audit_scan_pages_through_chosen_events_in_time_order(scan())
+        )
     overwrite = store_of(DenialsOverwrite)
     assert_contract_fails(
         lambda: contract_for(overwrite).test_denials_add_up_per_pool_and_minute(overwrite())

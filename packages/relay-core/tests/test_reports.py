@@ -28,13 +28,18 @@ E = EventType
 
 
 class AuditEvent(NamedTuple):
-    """An `AuditRow` with names, for readable tests (a NamedTuple is that tuple)."""
+    """An audit row with names and its id, for readable tests; `_plain` makes `AuditRow`s."""
 
     id: int
     event: int
     entity_id: int
     pool_id: int | None
     created_at: int
+
+def _plain(rows: list[AuditEvent]) -> list[tuple[int, int, int | None, int]]:
+    """What `scan_audit` hands the replay: (event, entity_id, pool_id, created_at)."""
+    return [(r.event, r.entity_id, r.pool_id, r.created_at) for r in rows]
+
 
 H = 3600
 DAY = 86400
@@ -78,7 +83,7 @@ def test_hand_computed_day_of_two_licenses() -> None:
         (E.NODE_CULLED, 11, None, T0 + 5400),
     )
     replay = UsageReplay(period_bounds(T0, T0 + 2 * H, H))
-    replay.feed(rows)
+    replay.feed(_plain(rows))
     denials = [DenialCount(None, T0 + 60, 3), DenialCount(None, T0 + 4000, 2)]
     hour1, hour2 = replay.finish({None: 2}, denials, {None: None})
     # Hour 1: license 1 all hour (3600 s), license 2 from :30 (1800 s).
@@ -98,7 +103,8 @@ def test_hand_computed_day_of_two_licenses() -> None:
 def test_licenses_added_before_the_log_are_counted_from_the_count_now() -> None:
     """A database whose licenses predate its audit log still reports their capacity."""
     replay = UsageReplay(period_bounds(T0, T0 + 2 * H, H))
-    replay.feed(_rows((E.LICENSE_ADDED, 5, 7, T0 + H), (E.LICENSE_REMOVED, 5, 7, T0 + 3 * H)))
+    rows = _rows((E.LICENSE_ADDED, 5, 7, T0 + H), (E.LICENSE_REMOVED, 5, 7, T0 + 3 * H))
+    replay.feed(_plain(rows))
     first, second = replay.finish({7: 3}, [], {7: "prod"})
     assert (first.pool, first.licenses, second.licenses) == ("prod", 3, 4)
 
@@ -187,7 +193,7 @@ def test_replay_matches_a_brute_force_count(
     until = since + length
     bounds = period_bounds(since, until, every)
     replay = UsageReplay(bounds)
-    replay.feed(rows)
+    replay.feed(_plain(rows))
     licenses_now: dict[int | None, int] = {None: 0, 1: 0}
     for r in rows:
         if r.event is E.LICENSE_ADDED:
@@ -352,13 +358,13 @@ def test_a_replay_seeded_at_since_matches_a_replay_from_the_start(
     names: dict[int | None, str | None] = {None: None, 1: "one"}
 
     full = UsageReplay(bounds)
-    full.feed(rows)
+    full.feed(_plain(rows))
     later = [r for r in rows if r.created_at >= since]
     opening = OpeningState()
-    opening.feed(later)
+    opening.feed(_plain(later))
     seeded = UsageReplay(bounds)
     seeded.seed(*opening.finish(holders), at=since)
-    seeded.feed(later)
+    seeded.feed(_plain(later))
     assert seeded.finish(licenses_now, [], names) == full.finish(licenses_now, [], names)
 
 

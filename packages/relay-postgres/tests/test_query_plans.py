@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -35,7 +36,7 @@ def conn(schema_url: str) -> Iterator[psycopg.Connection[tuple]]:
         yield conn
 
 
-def plan(conn: psycopg.Connection[tuple], query: str, params: list[int]) -> str:
+def plan(conn: psycopg.Connection[tuple], query: str, params: Any) -> str:
     rows = conn.execute("EXPLAIN " + query, params).fetchall()
     return "\n".join(r[0] for r in rows)
 
@@ -50,7 +51,6 @@ def test_lifecycle_ids_match_the_reports_events() -> None:
 def test_report_scan_is_an_index_only_walk_of_the_lifecycle_index(
     conn: psycopg.Connection[tuple], events: tuple[EventType, ...]
 ) -> None:
-    for paged, params in ((False, [100]), (True, [1500, 2000, 100])):
-        steps = plan(conn, sql.scan_sql(events, paged=paged), params)
-        assert "Index Only Scan using relay_audit_lifecycle" in steps, steps
-        assert "Sort" not in steps, steps
+    steps = plan(conn, sql.scan_sql(events), {"after": 1500, "offset": 99})
+    assert steps.count("Index Only Scan using relay_audit_lifecycle") == 2, steps
+    assert "Sort" not in steps, steps

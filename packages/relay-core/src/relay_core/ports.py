@@ -189,12 +189,15 @@ class Transaction(Protocol):
     def read_audit(self, query: AuditQuery) -> list[AuditRecord]: ...
 
     def scan_audit(
-        self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
+        self, events: Sequence[EventType], after: int | None, limit: int
     ) -> list[AuditRow]:
-        """Up to `limit` audit rows of these event types, oldest first by (created_at, id).
+        """Audit rows of these event types stamped after `after` (None: from the start),
+        oldest first by (created_at, id), a page of whole seconds.
 
-        `after` is the (created_at, id) of the last row of the previous page (None: from the
-        start), so a long history is read in short transactions. Reports replay lease and node
+        A page holds the rows of the first seconds after `after` until it has at least
+        `limit` rows (fewer only when the log ends there), and never splits a second: the
+        next page starts after the last row's `created_at`. So a long history is read in
+        short transactions without handing over row ids. Reports replay lease and node
         lifecycles from it; a store should index it without the heartbeat rows.
         """
         ...

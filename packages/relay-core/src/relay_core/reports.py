@@ -212,7 +212,7 @@ class UsageReplay:
         edge = self._edge()
         in_period = 0 <= k < n_bounds
         start, end = bounds[k] if in_period else (0, 0)
-        for _, event, entity, row_pool, now in rows:
+        for event, entity, row_pool, now in rows:
             if now >= edge:
                 self._advance(now)
                 k = self._k
@@ -370,17 +370,16 @@ class OpeningState:
 
     def feed(self, rows: Iterable[AuditRow]) -> None:
         seen_leases, seen_nodes = self._seen_leases, self._seen_nodes
-        for row in rows:
-            event, entity = row[1], row[2]
+        for event, entity, pool_id, _ in rows:
             if event == _LEASED or event in _LEASE_ENDS:
                 if entity not in seen_leases:
                     seen_leases.add(entity)
                     if event != _LEASED:
-                        self._leases[entity] = row[3]
+                        self._leases[entity] = pool_id
             elif (event == _ACTIVATED or event in _NODE_ENDS) and entity not in seen_nodes:
                 seen_nodes.add(entity)
                 if event != _ACTIVATED:
-                    self._nodes[entity] = row[3]
+                    self._nodes[entity] = pool_id
 
     def finish(
         self, holders: Iterable[tuple[int, int | None, int | None]]

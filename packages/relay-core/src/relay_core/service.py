@@ -85,8 +85,6 @@ CULL_BATCH = 1000
 
 REPORT_PAGE = 20_000
 """Audit rows a report reads per transaction: a year of history never holds the lock long."""
-_LAST_ID = 2**63 - 1
-"""With `since - 1`, a `scan_audit` position just before the first row at `since`."""
 
 
 class SystemClock:
@@ -350,9 +348,9 @@ class Relay:
         replay = UsageReplay(period_bounds(since, until, every))
         with self.store.transaction() as tx:
             first = tx.scan_audit(LIFECYCLE_EVENTS, None, 1)
-        start: tuple[int, int] | None = None
-        if first and first[0][4] < since:
-            start = (since - 1, _LAST_ID)
+        start: int | None = None
+        if first and first[0][3] < since:
+            start = since - 1
             opening = OpeningState()
             holders = self._scan(start, opening.feed)
             replay.seed(*opening.finish(holders), at=since)
@@ -374,10 +372,10 @@ class Relay:
         return replay.finish(counts, denials, names)
 
     def _scan(
-        self, start: tuple[int, int] | None, feed: Callable[[list[AuditRow]], None]
+        self, start: int | None, feed: Callable[[list[AuditRow]], None]
     ) -> list[tuple[int, int | None, int | None]]:
-        """Feed every lifecycle row after `start`, a page per transaction; return the license
-        holders as of the last page (so they match the rows fed)."""
+        """Feed every lifecycle row stamped after `start`, a page per transaction; return the
+        license holders as of the last page (so they match the rows fed)."""
         after = start
         while True:
             with self.store.transaction() as tx:
@@ -386,7 +384,7 @@ class Relay:
             feed(rows)
             if len(rows) < REPORT_PAGE:
                 return holders
-            after = (rows[-1][4], rows[-1][0])
+            after = rows[-1][3]
 
     def flush_denials(self) -> int:
         """Write the 410s counted since the last flush to the store; returns how many.

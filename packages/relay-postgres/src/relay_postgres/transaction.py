@@ -167,15 +167,22 @@ _COUNT_BY_POOL = (
 )
 
 
-def scan_sql(events: Sequence[EventType], *, paged: bool) -> str:
-    """`scan_audit`'s statement. The event ids are inlined (they are ints) so the planner can
-    prove the list implies `relay_audit_lifecycle`'s WHERE clause and walk that index."""
-    ids = "(" + ", ".join(str(int(e)) for e in sorted(set(events))) + ")"
+def scan_sql(events: Sequence[EventType]) -> str:
+    """`scan_audit`'s statement, with parameters `after` and `offset` (limit - 1). The page
+    ends at the second of its `limit`-th row, found by the subquery's walk of the same index,
+    so no second is split. The event ids are inlined (they are ints) so the planner can prove
+    the list implies `relay_audit_lifecycle`'s WHERE clause and walk that index."""
+    where = (
+        "WHERE event_type_id IN ("
+        + ", ".join(str(int(e)) for e in sorted(set(events)))
+        + ") AND created_at > %(after)s"
+    )
     return (
-        "SELECT id, event_type_id, entity_id, pool_id, created_at FROM audit_logs "
-        f"WHERE event_type_id IN {ids}"
-        + (" AND (created_at, id) > (%s, %s)" if paged else "")
-        + " ORDER BY created_at, id LIMIT %s"
+        "SELECT event_type_id, entity_id, pool_id, created_at "
+        f"FROM audit_logs {where} AND created_at <= COALESCE("
+        f"(SELECT created_at FROM audit_logs {where} "
+        "ORDER BY created_at LIMIT 1 OFFSET %(offset)s), "
+        f"{2**63 - 1}) ORDER BY created_at, id"
     )
 
 
@@ -432,13 +439,13 @@ class PostgresTransaction:
         return [_record(r) for r in self._all(sql, params)]
 
     def scan_audit(
-        self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
+        self, events: Sequence[EventType], after: int | None, limit: int
     ) -> list[AuditRow]:
         if not events:
             return []
-        params = [*after, limit] if after is not None else [limit]
+        params = {"after": after if after is not None else -(2**63), "offset": limit - 1}
         # Plain tuples of ints as they come (entity_id is BIGINT here, never text).
-        rows: list[AuditRow] = self._all(scan_sql(events, paged=after is not None), params)
+        rows: list[AuditRow] = self._all(scan_sql(events), params)
         return rows
 
     def license_holders(self) -> list[tuple[int, int | None, int | None]]:

@@ -147,16 +147,21 @@ _AUDIT_SQL = {rows: _audit_sql(rows) for rows in range(1, 9)}
 _AUDIT_SQL[_AUDIT_CHUNK] = _audit_sql(_AUDIT_CHUNK)
 
 
-def scan_sql(events: Sequence[EventType], *, paged: bool) -> str:
-    """`scan_audit`'s statement. The event ids are inlined (they are ints), so the lifecycle
-    list reads exactly as the partial index's WHERE clause, which SQLite needs to use it."""
-    ids = "(" + ", ".join(str(int(e)) for e in sorted(set(events))) + ")"
+def scan_sql(events: Sequence[EventType]) -> str:
+    """`scan_audit`'s statement, with parameters (after, after, limit). The page ends at the
+    second of its `limit`-th row, found by the subquery's walk of the same index, so no second
+    is split. The event ids are inlined (they are ints), so the lifecycle list reads exactly as
+    the partial index's WHERE clause, which SQLite needs to use it."""
+    where = (
+        "WHERE event_type_id IN ("
+        + ", ".join(str(int(e)) for e in sorted(set(events)))
+        + ") AND created_at > ?"
+    )
     return (
-        "SELECT id, event_type_id, CAST(entity_id AS INTEGER), pool_id, created_at "
-        "FROM audit_logs "
-        f"WHERE event_type_id IN {ids}"
-        + (" AND (created_at, id) > (?, ?)" if paged else "")
-        + " ORDER BY created_at, id LIMIT ?"
+        "SELECT event_type_id, CAST(entity_id AS INTEGER), pool_id, created_at "
+        f"FROM audit_logs {where} AND created_at <= COALESCE("
+        f"(SELECT created_at FROM audit_logs {where} ORDER BY created_at LIMIT 1 OFFSET ?), "
+        f"{2**63 - 1}) ORDER BY created_at, id"
     )
 
 
@@ -423,13 +428,12 @@ class SqliteTransaction:
         return [_record(r) for r in self._all(sql, params)]
 
     def scan_audit(
-        self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
+        self, events: Sequence[EventType], after: int | None, limit: int
     ) -> list[AuditRow]:
         if not events:
             return []
-        params = [*after, limit] if after is not None else [limit]
-        sql = scan_sql(events, paged=after is not None)
-        rows: list[AuditRow] = self._all(sql, params)
+        start = after if after is not None else -(2**63)
+        rows: list[AuditRow] = self._all(scan_sql(events), (start, start, limit - 1))
         return rows
 
     def license_holders(self) -> list[tuple[int, int | None, int | None]]:

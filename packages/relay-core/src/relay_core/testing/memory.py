@@ -265,18 +265,18 @@ class MemoryTransaction:
         return records
 
     def scan_audit(
-        self, events: Sequence[EventType], after: tuple[int, int] | None, limit: int
+        self, events: Sequence[EventType], after: int | None, limit: int
     ) -> list[AuditRow]:
         wanted = set(events)
         rows = sorted(
             (e.created_at, row_id, e)
             for row_id, e in self._t.audit
-            if e.event in wanted and (after is None or (e.created_at, row_id) > after)
+            if e.event in wanted and (after is None or e.created_at > after)
         )
-        return [
-            (row_id, int(e.event), e.entity_id, e.pool_id, created_at)
-            for created_at, row_id, e in rows[:limit]
-        ]
+        if len(rows) > limit:
+            last = rows[limit - 1][0]
+            rows = [r for r in rows if r[0] <= last]
+        return [(int(e.event), e.entity_id, e.pool_id, created_at) for created_at, _, e in rows]
 
     def license_holders(self) -> list[tuple[int, int | None, int | None]]:
         return [
