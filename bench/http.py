@@ -32,8 +32,8 @@ installed), using `bench/wrk-relay.lua` with one connection per wrk thread: for 
 in alternating order, `churn` (each connection claims a fresh fingerprint, releases it, and
 moves on: claim+release) and `heartbeat` (each connection claims once, then extends) against
 both servers for `--wrk-seconds` each. It reports the medians (min-max) of the per-round
-ratios relay/floor of throughput and p99 latency, the server CPU per request, and every 5xx,
-connection error or unexpected status.
+ratios relay/floor of throughput and p99 latency, the server CPU and context switches per
+claim or release, and every 5xx, connection error or unexpected status.
 """
 
 from __future__ import annotations
@@ -149,6 +149,24 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of all the process's live threads (Linux /proc).
+
+    Threads that exit between two readings drop out of the sum; a server's threads live as long
+    as it does, so the difference over a run is what that run cost.
+    """
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        for line in text.splitlines():
+            if "ctxt_switches:" in line:
+                total += int(line.split()[1])
+    return total
 
 
 @dataclass
@@ -363,6 +381,7 @@ class WrkResult:
     statuses: dict[str, int]
     errors: dict[str, int]
     server_cpu: float
+    switches: int  # the server's context switches during the run
 
     @property
     def rps(self) -> float:
@@ -371,6 +390,10 @@ class WrkResult:
     @property
     def cpu_us(self) -> float:
         return self.server_cpu / self.requests * 1e6 if self.requests else 0.0
+
+    @property
+    def switches_per_request(self) -> float:
+        return self.switches / self.requests if self.requests else 0.0
 
 
 def run_wrk(
@@ -381,11 +404,12 @@ def run_wrk(
     env["RELAY_PATH"] = target.beat_path if mode == "heartbeat" else target.claim_path
     command = ["wrk", f"-t{connections}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
                "-s", str(WRK_SCRIPT), f"http://127.0.0.1:{target.port}", "--", mode, prefix]  # fmt: skip
-    cpu = cpu_seconds(target.pid)
+    cpu, switches = cpu_seconds(target.pid), context_switches(target.pid)
     done = subprocess.run(
         command, capture_output=True, text=True, env=env, timeout=seconds + 60, check=False
     )
     server_cpu = cpu_seconds(target.pid) - cpu
+    switches = context_switches(target.pid) - switches
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if done.returncode != 0 or line is None:
         raise SystemExit(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout}")
@@ -398,6 +422,7 @@ def run_wrk(
         statuses={str(k): int(v) for k, v in data["status"].items()},
         errors={k: int(v) for k, v in data["errors"].items() if v},
         server_cpu=server_cpu,
+        switches=switches,
     )
 
 
@@ -450,6 +475,8 @@ def wrk_bench(
                 ("floor claim+release cpu us/req", fc.cpu_us),
                 ("relay heartbeat cpu us/req", rh.cpu_us),
                 ("floor heartbeat cpu us/req", fh.cpu_us),
+                ("relay claim+release switches/req", rc.switches_per_request),
+                ("floor claim+release switches/req", fc.switches_per_request),
                 ("relay claim+release p99 ms", rc.p99_ms),
                 ("floor claim+release p99 ms", fc.p99_ms),
             ):
