@@ -409,7 +409,7 @@ def run_wrk(
         command, capture_output=True, text=True, env=env, timeout=seconds + 60, check=False
     )
     server_cpu = cpu_seconds(target.pid) - cpu
-    switches = context_switches(target.pid) - switches
+    server_switches = context_switches(target.pid) - switches
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if done.returncode != 0 or line is None:
         raise SystemExit(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout}")
@@ -422,7 +422,7 @@ def run_wrk(
         statuses={str(k): int(v) for k, v in data["status"].items()},
         errors={k: int(v) for k, v in data["errors"].items() if v},
         server_cpu=server_cpu,
-        switches=switches,
+        switches=server_switches,
     )
 
 
