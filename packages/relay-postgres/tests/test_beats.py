@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -131,3 +132,71 @@ def test_close_writes_what_is_queued(
     assert postgres_server.execute(
         schema_url, "SELECT last_heartbeat_at FROM nodes WHERE fingerprint = 'n'"
     ) == [(T0 + 3,)]
+
+
+def test_queued_heartbeats_are_committed_before_the_next_work_begins(
+    postgres_server: PostgresServer,
+    schema_url: str,
+    pair: tuple[PostgresStore, PostgresStore],
+    writer: LicenseWriter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The flush locks several nodes' rows; work holding them while it locks one more could
+    deadlock with another replica doing the same, so the flush commits on its own first."""
+    monkeypatch.setattr("relay_postgres.store.FLUSH_INTERVAL", 60.0)  # the test decides when
+    store, _ = pair
+    clock = FrozenClock(T0)
+    relay = Relay(store, clock=clock)
+    _seed(relay, writer)
+    relay.claim("n")
+    clock.advance(4)
+    assert relay.claim("n").status is ClaimStatus.EXTENDED  # queued
+    with store.transaction():
+        # Another connection already sees it: committed, its row locks released.
+        assert postgres_server.execute(
+            schema_url, "SELECT last_heartbeat_at FROM nodes WHERE fingerprint = 'n'"
+        ) == [(T0 + 4,)]
+
+
+def test_two_replicas_flushing_the_same_nodes_in_opposite_orders_do_not_deadlock(
+    postgres_server: PostgresServer,
+    schema_url: str,
+    pair: tuple[PostgresStore, PostgresStore],
+    writer: LicenseWriter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("relay_postgres.store.FLUSH_INTERVAL", 60.0)  # the test decides when
+    first, second = pair
+    clock = FrozenClock(T0)
+    here, there = Relay(first, clock=clock), Relay(second, clock=clock)
+    count = 40
+    here.add_licenses(
+        [(writer.license(key=f"D-{n}", issued=T0 - 60), f"D-{n}") for n in range(count)],
+        public_key=writer.public_key,
+    )
+    for n in range(count):
+        here.claim(f"d-{n}")
+    failures: list[BaseException] = []
+    for _ in range(15):
+        clock.advance(1)
+        for n in range(count):  # queued here in one order, there in the other
+            assert here.claim(f"d-{n}").status is ClaimStatus.EXTENDED
+            assert there.claim(f"d-{count - 1 - n}").status is ClaimStatus.EXTENDED
+        barrier = threading.Barrier(2)
+
+        def flush(store: PostgresStore, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                store._flush()
+            except BaseException as exc:  # reported below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=flush, args=(s,)) for s in pair]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert failures == []
+    assert postgres_server.execute(
+        schema_url, "SELECT count(*) FROM nodes WHERE last_heartbeat_at = %s", (T0 + 15,)
+    ) == [(count,)]

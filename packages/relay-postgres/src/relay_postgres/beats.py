@@ -9,8 +9,8 @@ sent. If the work turns out to be anything else (it activates, leases, releases,
 probe raises `NotAHeartbeat` before any write, and the work runs again in a real transaction.
 
 `relay_core.ports.CombiningStore` allows this: the answer comes before the commit, and the
-queued rows are written within `FLUSH_INTERVAL` by a flusher thread, and before any other work
-of this store (any transaction writes them first, in the same transaction), and on `close()`.
+queued rows are written within `FLUSH_INTERVAL` by a flusher thread, before any other work
+of this store (any transaction first commits them in one of their own), and on `close()`.
 
 The queued rows are written only for nodes that are still active and still hold the license
 the heartbeat read (`_FLUSH`): if another replica released or culled the node meanwhile, its
@@ -52,13 +52,17 @@ _READ_LEASE = (
     " WHERE n.fingerprint = %(fp)s AND n.deactivated_at IS NULL"
 )
 
+# The nodes' rows are locked in id order before the UPDATE touches them, so two replicas
+# flushing heartbeats of the same nodes at once wait for each other instead of deadlocking.
 _FLUSH = """WITH beat AS (
   SELECT * FROM unnest(%(nodes)s::bigint[], %(licenses)s::bigint[], %(at)s::bigint[])
     AS b(node_id, license_id, at)
+), locked AS MATERIALIZED (
+  SELECT id FROM nodes WHERE id = ANY(%(nodes)s::bigint[]) ORDER BY id FOR UPDATE
 ), live AS (
   UPDATE nodes n SET last_heartbeat_at = GREATEST(coalesce(n.last_heartbeat_at, b.at), b.at)
   FROM beat b JOIN licenses l ON l.id = b.license_id AND l.node_id = b.node_id
-  WHERE n.id = b.node_id AND n.deactivated_at IS NULL
+  WHERE n.id = b.node_id AND n.deactivated_at IS NULL AND n.id IN (SELECT id FROM locked)
   RETURNING n.id
 )
 INSERT INTO audit_logs (event_type_id, entity_type_id, entity_id, pool_id, created_at)

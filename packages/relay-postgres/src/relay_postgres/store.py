@@ -170,21 +170,41 @@ class PostgresStore:
     def transaction(self) -> Iterator[PostgresTransaction]:
         """One transaction on a pooled connection: commit on normal exit, roll back on error.
 
-        Heartbeats answered but not yet written (`relay_postgres.beats`) are written first, in
-        this transaction, so that what it reads and writes comes after them.
+        Heartbeats answered but not yet written (`relay_postgres.beats`) are committed first,
+        so that what it reads and writes comes after them.
         """
         with self._connection() as conn:
-            taken = self._pending.take()
+            self._write_pending(conn)
             try:
                 with conn.transaction():
-                    Pending.write(conn, taken)
                     yield PostgresTransaction(conn, self._translate)
             except psycopg.Error as exc:  # BEGIN, a write or COMMIT failed
-                self._pending.give_back(taken)
                 raise self._translate(exc) from exc
-            except BaseException:
-                self._pending.give_back(taken)
-                raise
+
+    def _write_pending(self, conn: psycopg.Connection[Any]) -> None:
+        """Commit the queued heartbeats in a transaction of their own, or give them back.
+
+        Not inside the next piece of work's transaction: the flush locks the rows of several
+        nodes, and work that then locked one more node could deadlock with another replica
+        doing the same the other way round.
+        """
+        taken = self._pending.take()
+        if not taken:
+            return
+        try:
+            with conn.transaction():
+                Pending.write(conn, taken)
+        except psycopg.Error as exc:
+            self._pending.give_back(taken)
+            raise self._translate(exc) from exc
+        except BaseException:
+            self._pending.give_back(taken)
+            raise
+
+    def _flush(self) -> None:
+        """Commit the queued heartbeats now."""
+        with self._connection() as conn:
+            self._write_pending(conn)
 
     def run(self, work: Callable[[PostgresTransaction], T]) -> T:
         """`work(tx)` in one transaction, committed before this returns (`CombiningStore`).
@@ -244,8 +264,7 @@ class PostgresStore:
         while self._flush_wanted.wait() and not self._closing.wait(FLUSH_INTERVAL):
             self._flush_wanted.clear()
             try:
-                with self.transaction():
-                    pass
+                self._flush()
             except StorageError as exc:  # given back: try again a moment later
                 log.debug("writing heartbeats failed: %s", exc)
                 if len(self._pending):
@@ -276,8 +295,7 @@ class PostgresStore:
             flusher.join()
         try:
             if len(self._pending):
-                with self.transaction():
-                    pass
+                self._flush()
         finally:
             self._closed = True
             self._pool.close(timeout=5)
