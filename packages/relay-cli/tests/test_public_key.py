@@ -64,6 +64,25 @@ def test_a_pem_public_key_may_come_before_other_flags_and_with_equals(rsa_cli: C
     assert len(rsa_cli.guids()) == 2
 
 
+@pytest.mark.parametrize("command", ["add", "lock"])
+def test_a_flag_after_public_key_is_not_taken_as_the_key(cli: Cli, command: str) -> None:
+    """Taking PEM's leading hyphens must not make `--public-key --file x` read `--file` as the
+    key: one line saying what the flag needs, exit 1, nothing stored."""
+    path, key = cli.license("a")
+    argv = (
+        ("add", "--public-key", "--file", path, "--key", key)
+        if command == "add"
+        else ("lock", "build", "--public-key", "--fingerprint", FINGERPRINT)
+    )
+    result = cli(*argv)
+    assert result.code == 1
+    lines = result.err.splitlines()
+    assert len(lines) == 1, result.err
+    assert '"--file"' in lines[0] or '"--fingerprint"' in lines[0]
+    assert "--public-key needs the key after it" in lines[0]
+    assert cli.guids() == []
+
+
 def test_relay_public_key_may_hold_a_pem_block(rsa_cli: Cli) -> None:
     path, key = rsa_cli.license("a", alg="base64+rsa-pss-sha256")
     rsa_cli.env["RELAY_PUBLIC_KEY"] = rsa_cli.writer.public_key

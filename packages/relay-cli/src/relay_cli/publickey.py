@@ -18,7 +18,18 @@ from .values import env_str
 
 __all__ = ["PublicKeyFileFlag", "PublicKeyFlag", "read_public_key_file", "resolve_public_key"]
 
-PublicKeyFlag = Annotated[str | None, Parameter(allow_leading_hyphen=True)]
+
+def _not_a_flag(type_: object, value: str | None) -> None:
+    """Refuse a value that is the next flag: allowing PEM's leading ``-----`` also lets
+    ``--public-key --file x.lic`` take ``--file`` as the key (and then trip over ``x.lic``)."""
+    if value is not None and value.startswith("-") and not value.startswith("-----"):
+        raise ValueError(
+            "--public-key needs the key after it (Ed25519 hex, or a whole PEM block: "
+            '--public-key "$(cat pub.pem)"), or use --public-key-file PATH'
+        )
+
+
+PublicKeyFlag = Annotated[str | None, Parameter(allow_leading_hyphen=True, validator=_not_a_flag)]
 """`--public-key`: 64 hex digits, or a whole PEM block (``"$(cat pub.pem)"``)."""
 
 PublicKeyFileFlag = Annotated[str | None, Parameter(name="--public-key-file", metavar="PATH")]
