@@ -182,3 +182,68 @@ def test_five_replicas_started_at_once_migrate_once(ws: Workspace, db: str) -> N
     listing = ws.relay("ls", "--json", env={"RELAY_DATABASE": db})
     assert listing.code == 0, listing.err
     assert json.loads(listing.out or "[]") == []
+
+
+def test_relay_del_while_replicas_claim_and_release(ws: Workspace, db: str) -> None:
+    """`relay del` on the shared database while two replicas lease and free those very licenses:
+    nothing answers 5xx, every deletion succeeds, nothing stays leased to a deleted license or to
+    two nodes, and each deleted license has exactly one `license.removed` row and no more
+    releases than leases."""
+    files = add_licenses(ws, db, 16)
+    replicas = [replica(ws, db) for _ in range(2)]
+    doomed = files[:8]  # the oldest: fifo leases them first, so the deletions race leases
+    ids = {
+        guid: lic_id
+        for lic_id, guid in query(db, "SELECT id, guid FROM licenses")
+        if guid in {lic.guid for lic in doomed}
+    }
+    stop = threading.Event()
+    statuses: Counter[tuple[str, int]] = Counter()
+    lock = threading.Lock()
+
+    def churn(n: int) -> None:
+        server = replicas[n % 2]
+        for cycle in range(500):  # bounded; stopped long before
+            if stop.is_set():
+                return
+            for method in ("PUT", "DELETE"):
+                status, _ = request(server.port, method, f"/v1/nodes/churn-{n}-{cycle}")
+                with lock:
+                    statuses[method, status] += 1
+
+    threads = [threading.Thread(target=churn, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1)
+        deletions = [
+            ws.relay("del", "--license", lic.guid, env={"RELAY_DATABASE": db}) for lic in doomed
+        ]
+        time.sleep(1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert [(run.code, run.err) for run in deletions] == [(0, "")] * len(doomed)
+    assert set(statuses) <= {("PUT", 201), ("PUT", 410), ("DELETE", 204), ("DELETE", 404)}, statuses
+    assert statuses["PUT", 201] > 0
+    assert query(db, "SELECT count(*) FROM licenses WHERE guid = ANY(%s)", ([*ids],)) == [(0,)]
+    assert _double_leases(db) == []
+    assert query(db, "SELECT count(*) FROM licenses WHERE node_id IS NOT NULL") == [(0,)]
+    events = Counter(
+        (event, entity)
+        for event, entity in query(
+            db,
+            "SELECT event_type_id, entity_id FROM audit_logs WHERE entity_id = ANY(%s) "
+            "AND entity_type_id = 1",
+            ([*ids.values()],),
+        )
+    )
+    for lic_id in ids.values():
+        assert events[2, lic_id] == 1, f"license {lic_id}: {events[2, lic_id]} removals"
+        assert events[3, lic_id] > 0, f"license {lic_id} was never leased: nothing raced"
+        assert events[5, lic_id] <= events[3, lic_id], (
+            f"license {lic_id}: {events[5, lic_id]} releases of {events[3, lic_id]} leases"
+        )
+    for server in replicas:
+        assert server.process.poll() is None

@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import errors as pg
-from relay_core.errors import ClaimConflictError, DuplicateLicenseError, StorageError
+from relay_core.errors import (
+    ClaimConflictError,
+    DuplicateLicenseError,
+    StorageBusyError,
+    StorageError,
+)
 from relay_core.model import (
     AuditEntry,
     AuditRecord,
@@ -50,6 +55,11 @@ _LICENSE = ", ".join(_LICENSE_COLUMNS)
 _NODE_COLUMNS = ("id", "fingerprint", "last_heartbeat_at", "created_at", "deactivated_at")
 _NODE = ", ".join(_NODE_COLUMNS)
 _NODE_FIELDS = len(_NODE_COLUMNS)
+
+_NODE_ID = _LICENSE_COLUMNS.index("node_id")
+_LOCK_NODE = "SELECT 1 FROM nodes WHERE id = %s FOR UPDATE"
+_LOCK_LICENSE = f"SELECT {_LICENSE} FROM licenses WHERE guid = %s FOR UPDATE"
+_HOLDER_ATTEMPTS = 50
 
 # The node's row is locked: a cull skips it, and a second claim of it waits for this one.
 _NODE_LEASE = (
@@ -301,8 +311,30 @@ class PostgresTransaction:
         return _license(row)
 
     def get_license(self, guid: str) -> License | None:
-        row = self._one(f"SELECT {_LICENSE} FROM licenses WHERE guid = %s", (guid,))
-        return _license(row) if row else None
+        """The license with its row locked, and first its holder's node row: the order in which
+        claims, releases and culls take them. So `relay del` of a license that a node is
+        releasing through another replica waits for that release instead of deadlocking with
+        it, and then reads the holder as it is now, not as it was a moment before (whose
+        release the deletion would otherwise record a second time)."""
+        for _ in range(_HOLDER_ATTEMPTS):
+            row = self._one(f"SELECT {_LICENSE} FROM licenses WHERE guid = %s", (guid,))
+            if row is None:
+                return None
+            holder = row[_NODE_ID]
+            try:
+                with self._conn.transaction():  # a savepoint: its locks go if the holder moved
+                    if holder is not None:
+                        self._conn.execute(_LOCK_NODE, (holder,))
+                    row = self._conn.execute(_LOCK_LICENSE, (guid,)).fetchone()
+                    if row is not None and row[_NODE_ID] != holder:
+                        raise psycopg.Rollback()
+            except psycopg.Error as exc:
+                raise self._translate(exc) from exc
+            if row is None:
+                return None
+            if row[_NODE_ID] == holder:
+                return _license(row)
+        raise StorageBusyError(f"license {guid} changed hands {_HOLDER_ATTEMPTS} times while read")
 
     def list_licenses(self, pool_id: PoolFilter) -> list[License]:
         if pool_id is ANY_POOL:
