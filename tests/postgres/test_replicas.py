@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+from relay_core.model import EntityType, EventType
 from relay_postgres import MIGRATIONS
 
 from .conftest import Workspace, add_licenses, query, replica, request
@@ -235,15 +236,16 @@ def test_relay_del_while_replicas_claim_and_release(ws: Workspace, db: str) -> N
         for event, entity in query(
             db,
             "SELECT event_type_id, entity_id FROM audit_logs WHERE entity_id = ANY(%s) "
-            "AND entity_type_id = 1",
-            ([*ids.values()],),
+            "AND entity_type_id = %s",
+            ([*ids.values()], int(EntityType.LICENSE)),
         )
     )
     for lic_id in ids.values():
-        assert events[2, lic_id] == 1, f"license {lic_id}: {events[2, lic_id]} removals"
-        assert events[3, lic_id] > 0, f"license {lic_id} was never leased: nothing raced"
-        assert events[5, lic_id] <= events[3, lic_id], (
-            f"license {lic_id}: {events[5, lic_id]} releases of {events[3, lic_id]} leases"
-        )
+        removed = events[EventType.LICENSE_REMOVED, lic_id]
+        leased = events[EventType.LICENSE_LEASED, lic_id]
+        released = events[EventType.LICENSE_RELEASED, lic_id]
+        assert removed == 1, f"license {lic_id}: {removed} removals"
+        assert leased > 0, f"license {lic_id} was never leased: nothing raced"
+        assert released <= leased, f"license {lic_id}: {released} releases of {leased} leases"
     for server in replicas:
         assert server.process.poll() is None

@@ -27,6 +27,12 @@ def pair(schema_url: str) -> Iterator[tuple[PostgresStore, PostgresStore]]:
         second.close()
 
 
+@pytest.fixture
+def manual_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No timed flush: the test decides when queued heartbeats are written."""
+    monkeypatch.setattr("relay_postgres.store.FLUSH_INTERVAL", 60.0)
+
+
 def _events(server: PostgresServer, url: str) -> list[tuple[str, int]]:
     return [
         (EventType(e).label, entity)
@@ -98,9 +104,8 @@ def test_a_heartbeat_for_a_lease_released_elsewhere_is_dropped(
     schema_url: str,
     pair: tuple[PostgresStore, PostgresStore],
     writer: LicenseWriter,
-    monkeypatch: pytest.MonkeyPatch,
+    manual_flush: None,
 ) -> None:
-    monkeypatch.setattr("relay_postgres.store.FLUSH_INTERVAL", 60.0)  # the test decides when
     first, second = pair
     clock = FrozenClock(T0)
     here, there = Relay(first, clock=clock), Relay(second, clock=clock)
@@ -139,11 +144,10 @@ def test_queued_heartbeats_are_committed_before_the_next_work_begins(
     schema_url: str,
     pair: tuple[PostgresStore, PostgresStore],
     writer: LicenseWriter,
-    monkeypatch: pytest.MonkeyPatch,
+    manual_flush: None,
 ) -> None:
     """The flush locks several nodes' rows; work holding them while it locks one more could
     deadlock with another replica doing the same, so the flush commits on its own first."""
-    monkeypatch.setattr("relay_postgres.store.FLUSH_INTERVAL", 60.0)  # the test decides when
     store, _ = pair
     clock = FrozenClock(T0)
     relay = Relay(store, clock=clock)
@@ -163,9 +167,8 @@ def test_two_replicas_flushing_the_same_nodes_in_opposite_orders_do_not_deadlock
     schema_url: str,
     pair: tuple[PostgresStore, PostgresStore],
     writer: LicenseWriter,
-    monkeypatch: pytest.MonkeyPatch,
+    manual_flush: None,
 ) -> None:
-    monkeypatch.setattr("relay_postgres.store.FLUSH_INTERVAL", 60.0)  # the test decides when
     first, second = pair
     clock = FrozenClock(T0)
     here, there = Relay(first, clock=clock), Relay(second, clock=clock)

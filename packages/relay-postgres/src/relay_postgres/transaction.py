@@ -316,8 +316,8 @@ class PostgresTransaction:
         releasing through another replica waits for that release instead of deadlocking with
         it, and then reads the holder as it is now, not as it was a moment before (whose
         release the deletion would otherwise record a second time)."""
+        row = self._one(f"SELECT {_LICENSE} FROM licenses WHERE guid = %s", (guid,))
         for _ in range(_HOLDER_ATTEMPTS):
-            row = self._one(f"SELECT {_LICENSE} FROM licenses WHERE guid = %s", (guid,))
             if row is None:
                 return None
             holder = row[_NODE_ID]
@@ -327,12 +327,10 @@ class PostgresTransaction:
                         self._conn.execute(_LOCK_NODE, (holder,))
                     row = self._conn.execute(_LOCK_LICENSE, (guid,)).fetchone()
                     if row is not None and row[_NODE_ID] != holder:
-                        raise psycopg.Rollback()
+                        raise psycopg.Rollback()  # again, with the holder just read
             except psycopg.Error as exc:
                 raise self._translate(exc) from exc
-            if row is None:
-                return None
-            if row[_NODE_ID] == holder:
+            if row is not None and row[_NODE_ID] == holder:
                 return _license(row)
         raise StorageBusyError(f"license {guid} changed hands {_HOLDER_ATTEMPTS} times while read")
 
