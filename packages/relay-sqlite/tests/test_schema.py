@@ -157,6 +157,25 @@ def test_pragmas_can_be_overridden(tmp_path: Path) -> None:
         conn.close()
 
 
+def test_opening_a_database_beside_a_writer_does_not_wait_for_it(
+    db_path: Path, store: SqliteStore
+) -> None:
+    """The page size and auto-vacuum pragmas only shape a new file; setting them again on an
+    existing one would wait for the write lock. With `busy_timeout` 0 that wait fails at once,
+    so a second store opens while the first holds a write transaction only if they are
+    skipped, and the file keeps its layout."""
+    with store.transaction() as tx:
+        tx.create_pool("held", 1)
+        other = SqliteStore(db_path, pragmas={"busy_timeout": "0"})
+        other.close()
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("PRAGMA auto_vacuum").fetchone() == (2,)
+        assert conn.execute("PRAGMA page_size").fetchone() == (8192,)
+    finally:
+        conn.close()
+
+
 def test_reopening_changes_nothing(db_path: Path, store: SqliteStore) -> None:
     """Opening an up-to-date database again leaves its schema and version as they were."""
     store.close()

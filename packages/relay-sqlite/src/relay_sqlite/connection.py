@@ -29,6 +29,12 @@ DEFAULT_PRAGMAS: Mapping[str, str] = {
 """Keygen Relay's pragmas (spec Part B §5.2); `page_size` and `auto_vacuum` come first because
 they only take effect before the file is initialised, and `journal_mode` fixes the page size."""
 
+_LAYOUT = frozenset({"page_size", "auto_vacuum"})
+"""Pragmas that only shape a file not yet written, skipped once it has pages: setting
+`auto_vacuum` on an existing file waits for the write lock, so a connection opened while
+another writes (the store's checkpointer, ``relay ls`` beside ``relay serve``) would sleep in
+SQLite's busy handler, up to `busy_timeout`, for a setting that changes nothing."""
+
 _PRAGMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 _SCHEMA_MIGRATIONS = (
@@ -85,7 +91,10 @@ def connect(path: str, pragmas: Mapping[str, str]) -> sqlite3.Connection:
             uri=path.startswith("file:"),
         )
         try:
+            initialised = conn.execute("PRAGMA page_count").fetchone()[0] > 0
             for key, value in pragmas.items():
+                if initialised and key in _LAYOUT:
+                    continue
                 _apply_pragma(conn, path, key, value, busy)
         except BaseException:
             conn.close()
