@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
+import relay_sqlite.store
 from relay_core.errors import (
     DuplicateLicenseError,
     StorageAccessError,
@@ -197,6 +200,65 @@ def test_store_checkpoints_on_its_own_so_the_wal_stays_small(
     assert wal.stat().st_size < 20_000_000  # 42.8 MB measured with checkpoints off
     with store.transaction() as tx:
         assert len(tx.list_licenses(None)) == 2000
+
+
+def test_the_wal_rewinds_though_commits_land_during_every_checkpoint(
+    store: SqliteStore, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under steady load another thread commits while each checkpoint copies the log, so no
+    checkpoint alone ever copies all of it, and SQLite only rewinds a log copied in full.
+    The store then finishes the copy holding its lock: ~42 MB written leave the log small
+    (it grew to all 42 MB when the store did not)."""
+    monkeypatch.setattr(relay_sqlite.store, "CHECKPOINT_AFTER_CHANGES", 50)
+    monkeypatch.setattr(relay_sqlite.store, "RESTART_AFTER_FRAMES", 256)
+    serials = itertools.count()
+
+    def write(licenses: int, begun: threading.Event | None = None) -> None:
+        with store.transaction() as tx:
+            if begun is not None:  # the commit begins before the checkpoint ends
+                begun.set()
+                go.wait()
+            for _ in range(licenses):
+                serial = next(serials)
+                raw = serial.to_bytes(4, "big") * 1024
+                tx.insert_license(NewLicense(f"g{serial}", raw, f"k{serial}", None), None, 1)
+
+    go = threading.Event()
+    copying = False
+    overtaken = 0
+    real_checkpoint, real_checkpoint_fully = store._checkpoint, store._checkpoint_fully
+
+    def checkpoint() -> tuple[int, int]:
+        nonlocal copying, overtaken
+        if not copying:  # the pass with the store's lock held
+            return real_checkpoint()
+        copying = False  # the pass outside it: another thread's commit overlaps it
+        begun = threading.Event()
+        go.clear()
+        other = threading.Thread(target=write, args=(1, begun))
+        other.start()
+        begun.wait()
+        try:
+            return real_checkpoint()
+        finally:
+            go.set()
+            other.join()
+            overtaken += 1
+
+    def checkpoint_fully() -> tuple[int, int]:
+        nonlocal copying
+        copying = True
+        return real_checkpoint_fully()
+
+    monkeypatch.setattr(store, "_checkpoint", checkpoint)
+    monkeypatch.setattr(store, "_checkpoint_fully", checkpoint_fully)
+    for _ in range(40):
+        write(50)
+    assert overtaken >= 3
+    wal = Path(f"{db_path}-wal")
+    assert wal.stat().st_size < 12_000_000
+    with store.transaction() as tx:
+        assert len(tx.list_licenses(None)) == 2000 + overtaken
 
 
 def _add_pool(store: SqliteStore, name: str) -> None:
