@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
+import psycopg
 import pytest
 from relay_core import ClaimConflictError, NoLicensesAvailableError, Relay, Strategy
 from relay_core.model import ClaimStatus, EventType
@@ -144,3 +146,51 @@ def test_replicas_culling_at_once_cull_each_node_once(
     )
     assert len(culled) == 300
     assert {count for _, count in culled} == {1}
+
+
+def test_deleting_licenses_retries_a_deadlock_with_another_writer(
+    schema_url: str, stores: list[PostgresStore], writer: LicenseWriter
+) -> None:
+    """`relay del` of several leased licenses locks their holders' nodes in the order of the
+    GUIDs given, while other writers (the heartbeat flusher, a cull) lock nodes in id order.
+    When the two deadlock and PostgreSQL ends the deletion, it runs again instead of failing
+    the operator's command."""
+    clock = FrozenClock(T0)
+    relay = Relay(stores[0], clock=clock)
+    added = relay.add_licenses(_licenses(writer, 2), public_key=writer.public_key)
+    first, second = (relay.claim(f"fp-{n}") for n in range(2))
+    assert {first.license.id, second.license.id} == {lic.id for lic in added}
+    low, high = sorted((first, second), key=lambda lease: lease.node.id)
+    other = psycopg.connect(schema_url)
+    watcher = psycopg.connect(schema_url, autocommit=True)
+    outcome: list[object] = []
+
+    def delete() -> None:
+        try:  # the higher node first, so it holds that one while it waits for the lower
+            outcome.extend(relay.remove_licenses([high.license.guid, low.license.guid]))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    try:
+        other.execute("SET deadlock_timeout = '30s'")  # the deletion detects it, after 1 s
+        other.execute("SELECT 1 FROM nodes WHERE id = %s FOR UPDATE", (low.node.id,))
+        deletion = threading.Thread(target=delete)
+        deletion.start()
+        for _ in range(500):  # until the deletion waits for the lower node
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            ).fetchone()
+            if waiting is not None and waiting[0]:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the deletion never waited for the lower node")
+        other.execute("SELECT 1 FROM nodes WHERE id = %s FOR UPDATE", (high.node.id,))
+        other.commit()
+        deletion.join(60)
+    finally:
+        other.close()
+        watcher.close()
+    assert [getattr(lic, "guid", lic) for lic in outcome] == [high.license.guid, low.license.guid]
+    assert relay.list_licenses() == []

@@ -261,10 +261,13 @@ class Relay:
     def remove_licenses(self, guids: Sequence[str], *, pool: str | None = None) -> list[License]:
         """Delete licenses by GUID, all or nothing; a leased license is released first.
 
-        With `pool`, only licenses in that pool match. Returns the removed licenses.
+        With `pool`, only licenses in that pool match. Returns the removed licenses. Runs as
+        combinable work, so a store that retries deadlocks retries it: it locks the holders'
+        nodes in the order of `guids`, which other writers do not share.
         """
         now = self._now()
-        with self.store.transaction() as tx:
+
+        def work(tx: Transaction) -> list[License]:
             pool_filter: PoolFilter = ANY_POOL
             if pool:
                 pool_filter = self._pool_id(tx, pool)
@@ -291,7 +294,9 @@ class Relay:
                     )
                 )
             self._audit(tx, entries)
-        return found
+            return found
+
+        return self._run(work)
 
     def list_licenses(self, pool: str | None = None) -> list[License]:
         """Licenses in insertion order: all pools when `pool` is None, else that pool's."""
