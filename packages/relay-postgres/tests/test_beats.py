@@ -42,6 +42,14 @@ def _events(server: PostgresServer, url: str) -> list[tuple[str, int]]:
     ]
 
 
+def _last_heartbeat(server: PostgresServer, url: str) -> list[tuple[int | None]]:
+    """Node ``n``'s `last_heartbeat_at`, as another connection sees it."""
+    rows: list[tuple[int | None]] = server.execute(
+        url, "SELECT last_heartbeat_at FROM nodes WHERE fingerprint = 'n'"
+    )
+    return rows
+
+
 def _seed(relay: Relay, writer: LicenseWriter) -> None:
     relay.add_licenses(
         [(writer.license(key=f"B-{n}", issued=T0 - 60), f"B-{n}") for n in range(2)],
@@ -64,9 +72,7 @@ def test_a_heartbeat_is_written_shortly_after_its_answer(
     assert relay.claim("n").status is ClaimStatus.EXTENDED
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        beat = postgres_server.execute(
-            schema_url, "SELECT last_heartbeat_at FROM nodes WHERE fingerprint = 'n'"
-        )
+        beat = _last_heartbeat(postgres_server, schema_url)
         if beat == [(T0 + 7,)]:
             break
         time.sleep(FLUSH_INTERVAL / 5)
@@ -118,9 +124,7 @@ def test_a_heartbeat_for_a_lease_released_elsewhere_is_dropped(
     labels = [label for label, _ in _events(postgres_server, schema_url)]
     assert labels[-2:] == ["license.released", "node.deactivated"]
     assert "license.lease_extended" not in labels
-    assert postgres_server.execute(
-        schema_url, "SELECT last_heartbeat_at FROM nodes WHERE fingerprint = 'n'"
-    ) == [(T0,)]
+    assert _last_heartbeat(postgres_server, schema_url) == [(T0,)]
 
 
 def test_close_writes_what_is_queued(
@@ -134,9 +138,7 @@ def test_close_writes_what_is_queued(
     clock.advance(3)
     relay.claim("n")
     store.close()
-    assert postgres_server.execute(
-        schema_url, "SELECT last_heartbeat_at FROM nodes WHERE fingerprint = 'n'"
-    ) == [(T0 + 3,)]
+    assert _last_heartbeat(postgres_server, schema_url) == [(T0 + 3,)]
 
 
 def test_queued_heartbeats_are_committed_before_the_next_work_begins(
@@ -157,9 +159,7 @@ def test_queued_heartbeats_are_committed_before_the_next_work_begins(
     assert relay.claim("n").status is ClaimStatus.EXTENDED  # queued
     with store.transaction():
         # Another connection already sees it: committed, its row locks released.
-        assert postgres_server.execute(
-            schema_url, "SELECT last_heartbeat_at FROM nodes WHERE fingerprint = 'n'"
-        ) == [(T0 + 4,)]
+        assert _last_heartbeat(postgres_server, schema_url) == [(T0 + 4,)]
 
 
 def test_two_replicas_flushing_the_same_nodes_in_opposite_orders_do_not_deadlock(
