@@ -273,11 +273,13 @@ class Relay:
                 pool_filter = self._pool_id(tx, pool)
             errors: list[tuple[str, RelayError]] = []
             found: list[License] = []
+            seen: set[int] = set()
             for guid in guids:
                 lic = tx.get_license(guid)
                 if lic is None or (pool_filter is not ANY_POOL and lic.pool_id != pool_filter):
                     errors.append((guid, LicenseNotFoundError(guid)))
-                elif lic.id not in {f.id for f in found}:
+                elif lic.id not in seen:
+                    seen.add(lic.id)
                     found.append(lic)
             if errors:
                 raise BulkError(errors)
