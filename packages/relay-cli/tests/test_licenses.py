@@ -352,3 +352,20 @@ def test_stat_json(cli: Cli) -> None:
     """`stat --json` prints a one-element array."""
     (a,) = _add(cli, "a")
     assert [row["id"] for row in json.loads(cli("stat", "--license", a, "--json").out)] == [a]
+
+
+def test_leases_refuses_a_ttl_the_server_would_refuse(cli: Cli) -> None:
+    """`leases --ttl` (or RELAY_LEASE_TTL) follows `serve`'s 30 s minimum: a negative or short
+    TTL would print expiry times no server gives, so it gets serve's one-line error."""
+    for args, env in (
+        (("--ttl=-5s",), {}),
+        (("--ttl", "10s"), {}),
+        ((), {"RELAY_LEASE_TTL": "-5s"}),
+    ):
+        cli.env.clear()
+        cli.env.update(env)
+        result = cli("leases", *args)
+        assert (result.code, result.out) == (1, "")
+        assert result.err == "Error: time-to-live value must be at least 30s\n"
+    cli.env.clear()
+    assert cli("leases", "--ttl", "30s").code == 0

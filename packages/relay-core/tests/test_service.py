@@ -247,6 +247,26 @@ def test_ttl_accepts_a_timedelta_and_sets_expiry(writer: LicenseWriter) -> None:
     assert (lease.expires_in, lease.expires_at) == (120, int(NOW) + 120)
 
 
+@pytest.mark.parametrize("ttl", [-5, -0.5, float("nan"), float("inf"), timedelta(seconds=-1)])
+def test_a_ttl_that_is_negative_or_not_finite_is_refused(ttl: float | timedelta) -> None:
+    """A negative TTL would hand out leases that expire before they are granted."""
+    with pytest.raises(ValueError, match="ttl must be"):
+        make(ttl=ttl)
+
+
+def test_license_text_passed_as_str_gets_a_one_line_error(writer: LicenseWriter) -> None:
+    """A file read as text is not taken for a path: the message is short, on one line."""
+    relay = make()
+    text = writer.license(key="K").decode()
+    with pytest.raises(LicenseFileReadError) as caught:
+        relay.add_license(text, "K", public_key=writer.public_key)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert len(message) < 120
+    assert "pass the license file's contents as bytes" in message
+    assert relay.list_licenses() == []
+
+
 def test_cull_uses_one_cutoff_and_spares_fresh_heartbeats(writer: LicenseWriter) -> None:
     """A heartbeat inside the TTL keeps the lease; one exactly TTL old is culled."""
     clock = FrozenClock(NOW)

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import Parameter
 
-from .durations import DurationError, parse_duration
 from .licenses import Injected, require
 from .runtime import UsageError
+from .server import resolve_ttl
 from .tables import choose_layout, render, rfc3339
-from .values import env_duration, env_str
+from .values import env_str
 
 if TYPE_CHECKING:
     from relay_core import ActiveLease
@@ -65,20 +65,15 @@ def leases(
     pool
         only leases of this pool (default: every pool) [$RELAY_POOL=prod]
     ttl
-        the server's time-to-live, to compute expires_at (default 1m0s) [$RELAY_LEASE_TTL=60s]
+        the server's time-to-live, to compute expires_at: at least 30s (default 1m0s)
+        [$RELAY_LEASE_TTL=60s]
     plain
         display the table in plain text format [$RELAY_PLAIN=1]; the default off a terminal
     as_json
         print a JSON array instead of a table
     """
     env = runtime.environ
-    if ttl is not None:
-        try:
-            ttl_s = parse_duration(ttl)
-        except DurationError as exc:
-            raise UsageError(f'invalid argument "{ttl}" for "-t, --ttl" flag: {exc}') from None
-    else:
-        ttl_s = env_duration(env, "RELAY_LEASE_TTL") or 60.0
+    ttl_s = resolve_ttl(env, ttl)
     pool = pool if pool is not None else env_str(env, "RELAY_POOL")
     found = runtime.relay(ttl=ttl_s).list_leases(pool or None)
     if as_json:

@@ -60,6 +60,17 @@ def _duration_flag(value: str | None, flag: str) -> float | None:
         raise UsageError(f'invalid argument "{value}" for "{flag}" flag: {exc}') from None
 
 
+def resolve_ttl(environ: Mapping[str, str], ttl: str | None) -> float:
+    """The lease TTL from `--ttl`, else `RELAY_LEASE_TTL`, else 60 s; Keygen Relay's minimum
+    of 30 s holds for every command that takes it (`serve`, and `leases` to show expiries)."""
+    ttl_s = _duration_flag(ttl, "-t, --ttl")
+    if ttl_s is None:
+        ttl_s = env_duration(environ, "RELAY_LEASE_TTL") or 60.0
+    if ttl_s < MIN_TTL:
+        raise UsageError("time-to-live value must be at least 30s")
+    return ttl_s
+
+
 def resolve_options(
     environ: Mapping[str, str],
     *,
@@ -88,11 +99,7 @@ def resolve_options(
     A node lock's address, port and signing secret win over everything: their flags are removed
     in locked mode and their environment variables are not read.
     """
-    ttl_s = _duration_flag(ttl, "-t, --ttl")
-    if ttl_s is None:
-        ttl_s = env_duration(environ, "RELAY_LEASE_TTL") or 60.0
-    if ttl_s < MIN_TTL:
-        raise UsageError("time-to-live value must be at least 30s")
+    ttl_s = resolve_ttl(environ, ttl)
 
     cull_s = _duration_flag(cull_interval, "--cull-interval")
     if cull_s is None:

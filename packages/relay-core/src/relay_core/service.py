@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -106,6 +107,11 @@ def read_license_source(source: LicenseSource) -> tuple[str, bytes]:
     if isinstance(source, bytes):
         return "<bytes>", source
     path = os.fspath(source)
+    if "\n" in path or path.lstrip().startswith("-----BEGIN"):
+        # A file read as text and passed on: naming it "path" would print the whole file.
+        raise LicenseFileReadError(
+            "<text>", "a str is read as a path; pass the license file's contents as bytes"
+        )
     try:
         return path, Path(path).read_bytes()
     except FileNotFoundError:
@@ -131,6 +137,8 @@ class CullReport:
 
 def _ttl_seconds(ttl: int | float | timedelta) -> int:
     seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
+    if not 0 <= seconds < math.inf:  # also NaN: a negative TTL would expire every lease at once
+        raise ValueError(f"ttl must be a finite number of seconds, 0 or more (got {ttl!r})")
     return int(seconds)
 
 
