@@ -111,6 +111,16 @@ def test_secret_files_are_read(cli: Cli, tmp_path: Path) -> None:
     assert printed(cli, "--config", path)["signing_secret"] == "********"
 
 
+def test_the_secret_file_key_is_read_from_the_file_only(cli: Cli, tmp_path: Path) -> None:
+    """`signing_secret_file` is a key of the file; the server reads no RELAY_SIGNING_SECRET_FILE
+    variable, so --print-config must not report one as if it signed with it."""
+    (tmp_path / "secret").write_text("from-a-file\n")
+    cli.env["RELAY_SIGNING_SECRET_FILE"] = str(tmp_path / "secret")
+    shown = printed(cli)
+    assert "signing_secret_file" not in shown
+    assert "signing_secret" not in shown
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

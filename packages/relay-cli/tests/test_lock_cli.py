@@ -403,6 +403,26 @@ def test_locked_serve_values_ignore_flags_and_environment() -> None:
     assert (options.host, options.port, options.signing_secret) == ("127.0.0.1", 7001, "s")
 
 
+def test_a_lock_with_a_signing_key_ignores_the_key_file_variable() -> None:
+    """The baked key wins, so RELAY_SIGNING_KEY_FILE is not read (nor shown by --print-config,
+    which prints these options: it showed a file the server would never open)."""
+    lock = LockConfig(public_key="00" * 32, fingerprint=FINGERPRINT, signing_key="PEM")
+    options = resolve_options(
+        {"RELAY_SIGNING_KEY_FILE": "/nonexistent"},
+        bind=None,
+        port=None,
+        signing_secret=None,
+        ttl=None,
+        no_heartbeats=None,
+        strategy=None,
+        cull_interval=None,
+        pool=None,
+        threads=None,
+        lock=lock,
+    )
+    assert options.signing_key_file is None
+
+
 def test_license_key_never_appears_in_logs(locked: Cli, caplog: pytest.LogCaptureFixture) -> None:
     """At -vvvv, successful and failed unlocks log the path but never the license key."""
     ok = locked("-vvvv", "ls")

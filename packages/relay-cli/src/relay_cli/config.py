@@ -133,7 +133,7 @@ class ServeFile:
     bind: str | None = setting(env="RELAY_ADDR", option="host")
     port: int | None = setting(env="RELAY_PORT", validator=_port)
     signing_secret: str | None = setting(env="RELAY_SIGNING_SECRET", secret=True)
-    signing_secret_file: str | None = setting(env="RELAY_SIGNING_SECRET_FILE")
+    signing_secret_file: str | None = setting()  # read into RELAY_SIGNING_SECRET by file_environ
     ttl: Duration | None = setting(env="RELAY_LEASE_TTL", validator=_min_duration(30))  # noqa: RUF009
     no_heartbeats: bool | None = setting(
         env="RELAY_NO_HEARTBEATS", option="heartbeats", invert=True
@@ -319,7 +319,6 @@ def file_environ(config: ServeFile, path: str) -> dict[str, str]:
         if not secret:
             raise ConfigError(f"{path}: signing_secret_file: the file is empty")
         layer["RELAY_SIGNING_SECRET"] = secret
-    layer.pop("RELAY_SIGNING_SECRET_FILE", None)
     return layer
 
 

@@ -154,7 +154,9 @@ def resolve_options(
     else:
         secret = env_str(environ, "RELAY_SIGNING_SECRET")
     pool = pool if pool is not None else env_str(environ, "RELAY_POOL")
-    if signing_key_file is None:
+    if lock is not None and lock.signing_key is not None:
+        signing_key_file = None  # the lock's key wins; its flag and variable are not read
+    elif signing_key_file is None:
         signing_key_file = env_str(environ, "RELAY_SIGNING_KEY_FILE")
     if node_token_file is None:
         node_token_file = env_str(environ, "RELAY_NODE_TOKEN_FILE")
