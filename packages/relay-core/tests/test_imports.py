@@ -22,3 +22,15 @@ def test_import_loads_no_adapter_or_framework() -> None:
         check=True,
     )
     assert core_only.stdout.strip() == ""
+
+
+def test_the_test_kits_lazy_names_import_from_the_package() -> None:
+    """`from relay_core.testing import strategies, StorageContract`, as the README shows, in a
+    fresh interpreter (a lazy import that looked itself up recursed without end)."""
+    code = (
+        "from relay_core.testing import StorageContract, strategies;"
+        "import relay_core.testing as t;"
+        "print(strategies.__name__, t.strategies is strategies, StorageContract.__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["relay_core.testing.strategies", "True", "StorageContract"]

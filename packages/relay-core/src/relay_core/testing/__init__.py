@@ -12,6 +12,7 @@ require pytest or hypothesis.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from .clock import FrozenClock
@@ -31,7 +32,7 @@ def __getattr__(name: str) -> Any:
 
         return StorageContract
     if name == "strategies":
-        from . import strategies
-
-        return strategies
+        # Not `from . import strategies`: that looks the name up here first, calling this
+        # function again before the submodule is imported.
+        return importlib.import_module(f"{__name__}.strategies")
     raise AttributeError(name)
