@@ -136,7 +136,7 @@ def build(
     public_key_file
         read the public key (Ed25519 hex or RSA PEM) from this file instead of --public-key
     binary
-        the one-file relay (dist/relay of ./dev dist) to lock: also writes <output>/relay, a
+        the one-file relay (dist/relay of ./dev dist) to lock: also writes OUTPUT/relay, a
         copy with this lock baked in, which needs no Python on the customer's machine
     """
     from .licenses import require

@@ -96,7 +96,8 @@ def release(
     """force-release a node's lease: the license is free at once and the node deactivated
 
     Writes the audit rows of a release (license.released, node.deactivated). Works while
-    `relay serve` runs; the node's next heartbeat is answered 404 and it must claim again.
+    `relay serve` runs; the node's next heartbeat is a new claim (201 if a seat is free), which
+    relay-client gives back and reports as a lost lease.
 
     Parameters
     ----------
