@@ -107,7 +107,7 @@ def read_license_source(source: LicenseSource) -> tuple[str, bytes]:
     if isinstance(source, bytes):
         return "<bytes>", source
     path = os.fspath(source)
-    if "\n" in path or path.lstrip().startswith("-----BEGIN"):
+    if path.lstrip().startswith("-----BEGIN"):
         # A file read as text and passed on: naming it "path" would print the whole file.
         raise LicenseFileReadError(
             "<text>", "a str is read as a path; pass the license file's contents as bytes"
