@@ -141,6 +141,19 @@ def test_close_writes_what_is_queued(
     assert _last_heartbeat(postgres_server, schema_url) == [(T0 + 3,)]
 
 
+def test_a_with_block_closes_the_store_and_writes_what_is_queued(
+    postgres_server: PostgresServer, schema_url: str, writer: LicenseWriter
+) -> None:
+    clock = FrozenClock(T0)
+    with PostgresStore(schema_url) as store:
+        relay = Relay(store, clock=clock)
+        _seed(relay, writer)
+        relay.claim("n")
+        clock.advance(5)
+        relay.claim("n")
+    assert _last_heartbeat(postgres_server, schema_url) == [(T0 + 5,)]
+
+
 def test_queued_heartbeats_are_committed_before_the_next_work_begins(
     postgres_server: PostgresServer,
     schema_url: str,

@@ -7,9 +7,12 @@ by the test, not by how fast the machine is.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,6 +143,50 @@ def test_close_writes_pending_heartbeats(
     assert _events(raw)[-1] == ("node.heartbeat_ping", claimed.node.id)
     with pytest.raises(StorageError, match="closed"):
         relay.claim("n1")  # the cache answers nothing once closed
+
+
+def test_a_with_block_closes_the_store_and_writes_pending_heartbeats(
+    db_path: Path, writer: LicenseWriter, clock: FrozenClock, raw: sqlite3.Connection
+) -> None:
+    with SqliteStore(db_path) as store:
+        relay = Relay(store, clock=clock)
+        relay.add_license(writer.license(key="K"), "K", public_key=writer.public_key)
+        claimed = relay.claim("n1")
+        clock.advance(3)
+        relay.claim("n1")
+    assert _beat_of(raw, claimed.node.id) == claimed.node.last_heartbeat_at + 3
+    with pytest.raises(StorageError, match="closed"):
+        relay.claim("n1")
+
+
+_EXIT_WITHOUT_CLOSE = """
+import sys
+import relay_sqlite.store
+from relay_core import ClaimStatus, Relay
+from relay_sqlite import SqliteStore
+
+relay_sqlite.store.FLUSH_INTERVAL = 3600  # only the exit can write the last heartbeat
+relay = Relay(SqliteStore(sys.argv[1]))
+relay.claim("n1")
+assert relay.claim("n1").status is ClaimStatus.EXTENDED
+"""
+
+
+def test_an_embedded_store_never_closed_writes_its_heartbeats_at_exit(
+    db_path: Path, writer: LicenseWriter, raw: sqlite3.Connection
+) -> None:
+    """An application that forgets `close()` (the flusher is a daemon thread, gone at exit)
+    still gets the heartbeat the cache answered last: the store closes itself at exit."""
+    with SqliteStore(db_path) as store:
+        Relay(store).add_license(writer.license(key="K"), "K", public_key=writer.public_key)
+    subprocess.run([sys.executable, "-c", _EXIT_WITHOUT_CLOSE, str(db_path)], check=True)
+    assert _events(raw) == [
+        ("node.activated", 1),
+        ("license.leased", 1),
+        ("node.heartbeat_ping", 1),
+        ("license.lease_extended", 1),
+        ("node.heartbeat_ping", 1),
+    ]
 
 
 def test_a_release_evicts_so_the_next_claim_is_a_new_lease(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
+from relay_core.closing import close_at_exit
 from relay_core.errors import StorageError
 
 from .beats import FLUSH_INTERVAL, MAX_PENDING, NotAHeartbeat, Pending, ProbeTransaction
@@ -122,6 +123,13 @@ class PostgresStore:
             open=False,
         )
         self._pool.open(wait=False)
+        self._forget_at_exit = close_at_exit(self)
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _translate(self, exc: BaseException) -> StorageError:
         error = translate(exc, self.where)
@@ -283,8 +291,9 @@ class PostgresStore:
         """Write the queued heartbeats, then close the pool; idempotent.
 
         Later calls raise `StorageError`; so does this one if the heartbeats could not be
-        written.
+        written. A store never closed is closed at interpreter exit.
         """
+        self._forget_at_exit()
         if self._closed:
             return
         with self._flusher_lock:

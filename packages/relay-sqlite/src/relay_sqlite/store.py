@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from relay_core.closing import close_at_exit
 from relay_core.errors import StorageAccessError, StorageError
 
 from .batch import BatchTransaction
@@ -64,8 +65,10 @@ class SqliteStore:
     """A `relay_core.ports.Store` on the SQLite file at `path`, schema-compatible with Keygen Relay.
 
     Opening creates and migrates the file; `pragmas` override the defaults of
-    `relay_sqlite.DEFAULT_PRAGMAS` and are applied to the connection. Thread-safe and
-    process-safe.
+    `relay_sqlite.DEFAULT_PRAGMAS` and are applied to the connection. Thread-safe; other
+    processes may use the file meanwhile, but only one should serve claims (see the README:
+    a heartbeat answered from the lease cache may lag another process's commit by 250 ms).
+    Close it, or use it as a context manager; one left open is closed at interpreter exit.
     """
 
     def __init__(
@@ -102,6 +105,13 @@ class SqliteStore:
         except BaseException:
             self._conn.close()
             raise
+        self._forget_at_exit = close_at_exit(self)
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _translate(self, exc: sqlite3.Error) -> StorageError:
         return translate(exc, self.path, busy_timeout_ms=self._busy_ms)
@@ -422,8 +432,9 @@ class SqliteStore:
         """Write the pending heartbeats, then close the connections; idempotent.
 
         Later transactions raise `StorageError`; so does this call if the heartbeats could
-        not be written.
+        not be written. A store never closed is closed at interpreter exit.
         """
+        self._forget_at_exit()
         with self._flusher_lock:
             self._closing.set()
             self._flush_wanted.set()
