@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 
 import pytest
 from relay_core import Relay
@@ -33,6 +34,13 @@ def served(
         server.stop()
         thread.join(timeout=10)
         server.close()
+
+
+@pytest.fixture(autouse=True)
+def private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's seat locks live in its own directory (relay_client.seatlock)."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    return tmp_path
 
 
 @pytest.fixture

@@ -298,3 +298,35 @@ def test_an_unusable_public_key_is_a_configuration_error() -> None:
     """A public key that is not Ed25519 hex or RSA PEM fails at construction, saying which forms work."""
     with pytest.raises(ConfigurationError, match="64 hex digits"):
         RelayClient("http://127.0.0.1:1", fingerprint="a", public_key="abc")
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "match"),
+    [
+        ("http://127.0.0.1:6349", {"pool": "池"}, "Relay-Pool"),
+        ("http://127.0.0.1:6349", {"pool": "x\r\nInjected: 1"}, "Relay-Pool"),
+        ("http://127.0.0.1:6349", {"pool": " prod"}, "Relay-Pool"),
+        ("http://127.0.0.1:6349", {"node_token": "令牌"}, "node_token"),
+        ("http://[::1", {}, "not a relay URL"),
+        ("http://127.0.0.1:0", {}, "bad port"),
+        ("http://127.0.0.1:6349/池", {}, "not a relay URL"),
+        ("http://127.0.0.1:6349", {"fingerprint": "\ud800"}, "surrogate"),
+    ],
+)
+def test_unsendable_options_are_refused_at_construction(
+    url: str, options: dict[str, str], match: str
+) -> None:
+    """What http.client could not send (or would send as another value) is a ConfigurationError
+    at construction, not a UnicodeEncodeError or ValueError at the first request; port 0 is not 80."""
+    options = {"fingerprint": "fp", **options}
+    with pytest.raises(ConfigurationError, match=match):
+        RelayClient(url, **options)
+
+
+def test_a_pool_name_with_inner_spaces_is_sent_unchanged(
+    serve: Serve, make_relay: MakeRelay
+) -> None:
+    """Printable ASCII pool names, inner spaces included, reach the relay as they are."""
+    relay = make_relay(pool="big pool")
+    with serve(relay) as url, RelayClient(url, pool="big pool", fingerprint="fp").lease() as lease:
+        assert lease.license_key == "KEY-0"

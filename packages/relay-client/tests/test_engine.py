@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from relay_client import LeaseLostError, NoSeatError, RelayUnavailableError, UnexpectedResponseError
+from relay_client import (
+    LeaseConflictError,
+    LeaseLostError,
+    NoSeatError,
+    RelayUnavailableError,
+)
 from relay_client.engine import Engine, Flow, Sleep
 from relay_client.wire import Extension, Request, Response, Wire
 
@@ -116,9 +121,9 @@ def test_acquire_takes_over_a_seat_this_fingerprint_still_holds() -> None:
 
 
 def test_acquire_refuses_a_fingerprint_shared_with_a_live_process() -> None:
-    """Two 202s in a row mean another process keeps renewing this fingerprint: an error."""
+    """Two 202s in a row mean another process keeps renewing this fingerprint: a conflict."""
     tick = Tick()
-    with pytest.raises(UnexpectedResponseError, match="own fingerprint"):
+    with pytest.raises(LeaseConflictError, match="own fingerprint"):
         drive(engine(tick).acquire("fp", None), tick, [EXTEND, RELEASED, EXTEND])
 
 
@@ -203,7 +208,32 @@ def test_heartbeat_410_is_an_immediate_loss() -> None:
     lease = FakeLease(tick)
     drive(engine(tick).heartbeat(lease), tick, [GONE])
     assert lease.lost_reason is not None
-    assert "refused the heartbeat" in lease.lost_reason
+    assert "refused the heartbeat: 410" in lease.lost_reason
+    assert "wait" not in lease.lost_reason  # advice for a claim, not for a lost lease
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(400, "invalid nonce header"), (404, "not found"), (418, "teapot")]
+)
+def test_heartbeat_other_4xx_is_an_immediate_loss(status: int, error: str) -> None:
+    """A 4xx will not change on retry: the lease is lost at once, not at the deadline."""
+    tick = Tick()
+    lease = FakeLease(tick)
+    _, steps = drive(engine(tick).heartbeat(lease), tick, [answer(status, {"error": error})])
+    assert methods(steps) == ["sleep", "PUT"]
+    assert lease.lost_reason is not None
+    assert f"refused the heartbeat: {status} '{error}'" in lease.lost_reason
+
+
+@pytest.mark.parametrize("status", [408, 429, 500])
+def test_heartbeat_busy_answers_are_retried(status: int) -> None:
+    """408, 429 and 5xx may pass: retried with backoff, and a later 202 keeps the lease."""
+    tick = Tick()
+    lease = FakeLease(tick)
+    busy = answer(status, {"error": "busy"})
+    drive(engine(tick).heartbeat(lease), tick, [busy, EXTEND, EXTEND, EXTEND])
+    assert lease.lost_reason is None
+    assert len(lease.renewals) == 3
 
 
 def test_heartbeat_201_means_culled_and_the_new_seat_is_given_back() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from relay_client import NoSeatError
-from relay_client.engine import MAX_ASKED_WAIT, WAIT_TIMEOUT_MARGIN, Flow, Sleep
+from relay_client.engine import FIRST_ASKED_WAIT, MAX_ASKED_WAIT, WAIT_TIMEOUT_MARGIN, Flow, Sleep
 from relay_client.wire import Request, Response
 
 from .test_engine import GONE, GRANT, Tick, engine
@@ -45,12 +45,14 @@ def prefers(steps: list[Any]) -> list[str | None]:
 
 
 def test_wait_is_asked_of_the_relay_with_a_longer_timeout() -> None:
-    """The first claim carries ``Prefer: wait=N`` and allows N plus a margin for the answer."""
+    """The first claim carries ``Prefer: wait=N`` and allows N plus a margin for the answer only:
+    connecting and sending keep the client's timeout (the request sets none of its own)."""
     tick = Tick()
     (grant, _), steps = drive(engine(tick).acquire("fp", 30), tick, [(GRANT, 2.0)])
     assert grant.license_key == "K"
     assert prefers(steps) == ["wait=30"]
-    assert steps[0].timeout == 30 + WAIT_TIMEOUT_MARGIN
+    assert steps[0].read_timeout == 30 + WAIT_TIMEOUT_MARGIN
+    assert steps[0].timeout is None
 
 
 def test_relay_that_waited_its_maximum_is_asked_again_at_once() -> None:
@@ -93,10 +95,21 @@ def test_no_wait_sends_no_preference() -> None:
 
 
 def test_endless_wait_asks_for_at_most_what_the_relay_applies() -> None:
-    """wait=math.inf asks for the client's maximum once, then for the relay's cap."""
+    """wait=math.inf first asks for the relay's default maximum, more only while the relay
+    applies all it is asked, and sticks to the relay's cap once it shows one: a relay that
+    hangs after accepting the claim is never waited for an hour."""
     tick = Tick()
-    applied = gone(preference_applied="wait=60")
-    script = [(applied, 60.0), (applied, 60.0), (GRANT, 1.0)]
+    waits = (60, 120, 200, 200)  # what the relay applies, and waits, each time
+    script = [(gone(preference_applied=f"wait={n}"), float(n)) for n in waits] + [(GRANT, 1.0)]
     _, steps = drive(engine(tick).acquire("fp", math.inf), tick, script)
-    assert prefers(steps) == [f"wait={MAX_ASKED_WAIT}", "wait=60", "wait=60"]
-    assert steps[1].timeout == 60 + WAIT_TIMEOUT_MARGIN
+    assert prefers(steps) == [
+        f"wait={FIRST_ASKED_WAIT}",
+        "wait=120",
+        "wait=240",
+        "wait=200",
+        "wait=200",
+    ]
+    assert [s.read_timeout for s in steps] == [
+        n + WAIT_TIMEOUT_MARGIN for n in (FIRST_ASKED_WAIT, 120, 240, 200, 200)
+    ]
+    assert MAX_ASKED_WAIT >= 240

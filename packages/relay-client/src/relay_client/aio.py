@@ -69,51 +69,69 @@ class AsyncLease(LeaseBase):
     _task: asyncio.Task[None]
     _loop: asyncio.AbstractEventLoop
     _async_sleep: AsyncSleep
+    _woken: asyncio.Event
 
     def _start(self, sleep: AsyncSleep) -> None:
         self._async_sleep = sleep
         self._loop = asyncio.get_running_loop()
+        self._woken = asyncio.Event()
         self._task = self._loop.create_task(self._heartbeat(), name="relay-heartbeat")
 
     def _wake(self) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is already closed
-            self._loop.call_soon_threadsafe(self._task.cancel)
+            self._loop.call_soon_threadsafe(self._woken.set)
+
+    async def _nap(self, seconds: float) -> bool:
+        """Sleep `seconds` with the client's sleep; True if a release woke us first."""
+        sleeper = asyncio.ensure_future(self._async_sleep(seconds))
+        woken = asyncio.ensure_future(self._woken.wait())
+        try:
+            await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            woken.cancel()
+        return self._woken.is_set()
 
     async def _heartbeat(self) -> None:
         flow = self._engine.heartbeat(self)
+        handed_off = False
         try:
-            step = next(flow)
-            while True:
-                if isinstance(step, Sleep):
-                    await self._async_sleep(step.seconds)
-                    step = flow.send(None)
-                    continue
+            step = self._beat(flow, None)  # no I/O: the flow starts with a sleep
+            while step is not None and not await self._nap(step.seconds):
+                # A beat runs to its end in its thread even if this task is cancelled (the loop
+                # closing), so an answer in flight is never dropped: a re-taken seat is given back.
+                # So: an executor future, not a task (the loop's shutdown cancels every task).
+                beat = self._loop.run_in_executor(None, self._beat, flow, step)
                 try:
-                    response = await asyncio.to_thread(
-                        self.send_guarded, self._transport.send, step
-                    )
-                except RelayUnavailableError as exc:
-                    step = flow.throw(exc)
-                    continue
-                if response is None:
-                    return
-                step = flow.send(response)
-        except StopIteration:
-            return
+                    step = await asyncio.shield(beat)
+                except asyncio.CancelledError:
+                    handed_off = True
+                    beat.add_done_callback(lambda done: self._end_heartbeat(flow, done))
+                    raise
         except Exception as exc:  # never die silently: a dead heartbeat is a lost lease
             log.exception("the relay heartbeat task failed")
             self.mark_lost(f"the heartbeat task failed: {exc!r}")
         finally:
-            flow.close()
+            if not handed_off:
+                self._end_heartbeat(flow)
+
+    def _end_heartbeat(
+        self, flow: Flow[None], beat: asyncio.Future[Sleep | None] | None = None
+    ) -> None:
+        if beat is not None and not beat.cancelled() and beat.exception() is not None:
+            log.error("the relay heartbeat failed while the loop closed: %r", beat.exception())
+        flow.close()
+        self._worker_exited()
 
     async def release(self) -> bool:
-        """Give the seat back now; see `Lease.release`."""
+        """Give the seat back now, within `release_timeout`; see `Lease.release`."""
+        start = time.monotonic()
         try:
             return await asyncio.to_thread(self._release_blocking, self._release_timeout)
         finally:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            if asyncio.current_task() is not self._task:  # on_lost may release
+                left = self._release_timeout - (time.monotonic() - start)
+                await asyncio.wait({self._task}, timeout=max(left, 0.0))
 
 
 class AsyncRelayClient(ClientBase[AsyncSleep]):
@@ -132,10 +150,25 @@ class AsyncRelayClient(ClientBase[AsyncSleep]):
     async def acquire(
         self, *, wait: float | timedelta | None = None, on_lost: OnLost | None = None
     ) -> AsyncLease:
-        """Claim a seat and start the heartbeat task; the caller must `await release()` it."""
+        """Claim a seat and start the heartbeat task; the caller must `await release()` it.
+
+        Refuses a second claim as `RelayClient.acquire` does; a lost lease is released first.
+        """
         wait = self._check_wait(wait)
-        self._reserve()
-        grant, sent_at = await self._claim(wait)
+        lost = self._reserve()
+        try:
+            if lost is not None:
+                with contextlib.suppress(ClientError):  # it is lost: only its lock matters
+                    await cast(AsyncLease, lost).release()
+            seat_lock = await asyncio.to_thread(self._take_seat)
+            try:
+                grant, sent_at = await self._claim(wait)
+            except BaseException:
+                seat_lock.release()
+                raise
+        except BaseException:
+            self._unreserve()
+            raise
         lease = AsyncLease(
             engine=self._engine,
             transport=self._transport,
@@ -146,6 +179,7 @@ class AsyncRelayClient(ClientBase[AsyncSleep]):
             release_timeout=self.release_timeout,
             on_lost=on_lost,
             sleep=time.sleep,
+            seat_lock=seat_lock,
         )
         self._held(lease)
         lease._start(self._sleep)

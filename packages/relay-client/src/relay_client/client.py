@@ -14,19 +14,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from relay_core import InvalidPublicKeyError, LicenseVerifier
 from relay_core.signing import DEFAULT_TOLERANCE
 
-from . import exits
+from . import exits, seatlock
 from . import fingerprint as fingerprints
 from .engine import Engine
 from .errors import ClientError, ConfigurationError
 from .failover import FailoverTransport, parse_endpoints
 from .lease import Lease, LeaseBase, OnLost, warn_release_failed
+from .seatlock import SeatLock
 from .transport import HttpTransport, run_blocking
-from .wire import Wire
+from .wire import Wire, header_value
 
 __all__ = ["ClientBase", "RelayClient"]
 
@@ -80,6 +81,11 @@ class ClientBase(Generic[SleepT]):
             )
         self.endpoints = parse_endpoints(url)
         self.endpoint = self.endpoints[0]
+        if pool and not header_value(pool):
+            raise ConfigurationError(
+                f"pool {pool!r} cannot be sent in the Relay-Pool header, which carries printable "
+                "ASCII only, without outer spaces: name the pool that way (`relay add --pool`)"
+            )
         self.pool = pool or None
         self.fingerprint = fingerprints.validate(
             fingerprint if fingerprint is not None else fingerprints.machine(pool=self.pool)
@@ -109,11 +115,10 @@ class ClientBase(Generic[SleepT]):
                     f"signing_public_key is not usable ({exc}): pass the relay's public key as "
                     "`relay signing-key show` prints it, 64 hex digits or PEM"
                 ) from None
-        if node_token is not None and (
-            not node_token or any(ch.isspace() for ch in node_token) or not node_token.isprintable()
-        ):
+        if node_token is not None and (not header_value(node_token) or " " in node_token):
             raise ConfigurationError(
-                "node_token must be one line without spaces, as in the relay's node token file"
+                "node_token must be one line of printable ASCII without spaces, as in the relay's "
+                "node token file"
             )
         wire = Wire(
             signing_public_key=response_key,
@@ -132,13 +137,15 @@ class ClientBase(Generic[SleepT]):
             retry_base=_positive("retry_base", retry_base),
             retry_max=max(_positive("retry_max", retry_max), retry_base),
         )
+        self.timeout = _positive("timeout", timeout)
         self._transport = (
-            HttpTransport(self.endpoint, timeout=_positive("timeout", timeout))
+            HttpTransport(self.endpoint, timeout=self.timeout)
             if len(self.endpoints) == 1
-            else FailoverTransport(self.endpoints, timeout=_positive("timeout", timeout))
+            else FailoverTransport(self.endpoints, timeout=self.timeout)
         )
         self._sleep: SleepT = sleep if sleep is not None else self._default_sleep()
         self._holding: LeaseBase | None = None
+        self._claiming = False  # a claim is in flight: a second one would take over its seat
         self._holding_lock = threading.Lock()
 
     def _default_sleep(self) -> SleepT:
@@ -159,20 +166,45 @@ class ClientBase(Generic[SleepT]):
             )
         return wait
 
-    def _reserve(self) -> None:
+    def _reserve(self) -> LeaseBase | None:
+        """Mark a claim as started, or raise if a claim or a live lease holds the fingerprint.
+
+        Returns a lost lease still to be released before the new claim (its seat lock with it).
+        """
         with self._holding_lock:
+            first = self._holding
+        lost = first is not None and first.lost  # outside the lock: may run on_lost
+        with self._holding_lock:
+            if self._claiming:
+                raise ConfigurationError(
+                    f"this client is already claiming a lease for fingerprint "
+                    f"{self.fingerprint[:16]!r} in another thread or task, and one fingerprint "
+                    "holds one seat: use that lease, or another client with another fingerprint"
+                )
             held = self._holding
-            if held is not None and not held.released:
+            if held is not None and not held.released and not (lost and held is first):
                 raise ConfigurationError(
                     f"this client already holds a lease for fingerprint {self.fingerprint[:16]!r}, "
                     "and one fingerprint holds one seat: release it first, or use another client "
                     "with another fingerprint"
                 )
+            self._claiming = True
             self._holding = None
+        return held if held is not None and not held.released else None
+
+    def _unreserve(self) -> None:
+        with self._holding_lock:
+            self._claiming = False
+
+    def _take_seat(self) -> SeatLock:
+        # A lease of this process still ending has at most a heartbeat and a give-back to finish.
+        urls = [e.url for e in self.endpoints]
+        return seatlock.take(urls, self.pool, self.fingerprint, patience=2 * self.timeout)
 
     def _held(self, lease: LeaseBase) -> None:
         with self._holding_lock:
             self._holding = lease
+            self._claiming = False
         exits.hold(lease, signals=self.release_on_signal)
 
     def close(self) -> None:
@@ -204,14 +236,30 @@ class RelayClient(ClientBase[Callable[[float], None]]):
     ) -> Lease:
         """Claim a seat and start heartbeating; the caller must `release()` it.
 
+        A lease of this client that was lost is released first. Raises `ConfigurationError`
+        while this client holds a live lease or another thread is claiming, and
+        `LeaseConflictError` while another live client or process holds the fingerprint.
+
         `wait`: seconds (or a `timedelta`) to keep trying while no seat is free (410) or the
         relay is unreachable, queued at the relay (``Prefer: wait``) when it supports that;
         None (the default) fails at once with `NoSeatError`.
         """
         wait = self._check_wait(wait)
-        self._reserve()
-        flow = self._engine.acquire(self.fingerprint, wait)
-        grant, sent_at = run_blocking(flow, self._transport.send, self._sleep)
+        lost = self._reserve()
+        try:
+            if lost is not None:
+                with contextlib.suppress(ClientError):  # it is lost: only its lock matters
+                    cast(Lease, lost).release()
+            seat_lock = self._take_seat()
+            try:
+                flow = self._engine.acquire(self.fingerprint, wait)
+                grant, sent_at = run_blocking(flow, self._transport.send, self._sleep)
+            except BaseException:
+                seat_lock.release()
+                raise
+        except BaseException:
+            self._unreserve()
+            raise
         lease = Lease(
             engine=self._engine,
             transport=self._transport,
@@ -222,6 +270,7 @@ class RelayClient(ClientBase[Callable[[float], None]]):
             release_timeout=self.release_timeout,
             on_lost=on_lost,
             sleep=self._sleep,
+            seat_lock=seat_lock,
         )
         self._held(lease)
         lease._start()

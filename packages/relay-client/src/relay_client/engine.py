@@ -43,11 +43,16 @@ Step = Request | Sleep
 Flow = Generator[Step, Response | None, T]
 
 WAIT_TIMEOUT_MARGIN = 10.0
-"""A claim that asks the relay to wait N seconds allows N + this for the answer."""
+"""A claim that asks the relay to wait N seconds allows N + this for the answer (only for the
+answer: connecting and sending stay within the client's `timeout`)."""
+
+FIRST_ASKED_WAIT = 60
+"""The first claim asks for at most the relay's default ``--max-wait``, so a relay that accepts
+the connection and then hangs is noticed within this plus the margin, not within an hour."""
 
 MAX_ASKED_WAIT = 3600
-"""The longest wait one claim asks for; a relay caps it further (and says so), and the client
-asks again for the rest, never more than the relay applied the last time."""
+"""The longest wait one claim asks for. While the relay applies all it is asked, the next ask
+doubles, up to this; once it applies less (its ``--max-wait``), the client asks for that."""
 
 
 class _NoSeatYet(NoSeatError):
@@ -74,6 +79,25 @@ RETRYABLE = (RelayUnavailableError, UnexpectedResponseError, ResponseSignatureEr
 FATAL = (NoSeatError, LeaseConflictError, PoolRejectedError, NodeRefusedError)
 """Heartbeat answers that mean the relay no longer holds this lease for us (or refuses this
 node now: its token was withdrawn, or its fingerprint left the allow-list)."""
+
+
+def _permanent(exc: ClientError) -> bool:
+    """A 4xx answer to a heartbeat will not change on retry; only 408 and 429 may pass."""
+    status = getattr(exc, "status", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
+
+
+def _refusal(exc: ClientError) -> str:
+    """Why a refused heartbeat lost the lease, without the advice meant for a claim."""
+    if isinstance(exc, NoSeatError):
+        return "410, it holds no seat for this fingerprint any more (culled or force-released)"
+    if isinstance(exc, LeaseConflictError):
+        return "409, the fingerprint holds a lease in another pool, or heartbeats are off"
+    if isinstance(exc, PoolRejectedError | NodeRefusedError):
+        return str(exc)
+    if isinstance(exc, UnexpectedResponseError):
+        return f"{exc.status} {exc.detail}"
+    return str(exc)
 
 
 class HeldLease(Protocol):
@@ -119,7 +143,7 @@ class Engine:
         start = self.clock()
         attempt = 0
         queued = bool(wait)  # until the relay shows it does not wait for us
-        cap = MAX_ASKED_WAIT
+        cap, capped = FIRST_ASKED_WAIT, False  # capped: the relay showed its --max-wait
         while True:
             left = (wait or 0.0) - (self.clock() - start)
             asked = math.ceil(min(left, cap)) if queued and left > 0 else None
@@ -140,7 +164,10 @@ class Engine:
                     elif exc.applied is None:
                         queued = False  # a relay without a wait queue: poll it
                     else:
-                        cap = max(1, min(cap, exc.applied))
+                        if exc.applied < asked:
+                            cap, capped = max(1, exc.applied), True
+                        elif not capped and asked >= cap:
+                            cap = min(cap * 2, MAX_ASKED_WAIT)
                         if self.clock() - sent >= exc.applied / 2:
                             attempt, delay = -1, 0.0  # it waited its maximum: ask again at once
             attempt += 1
@@ -153,23 +180,23 @@ class Engine:
             request = replace(
                 request,
                 headers={**request.headers, "Prefer": f"wait={wait}"},
-                timeout=wait + WAIT_TIMEOUT_MARGIN,
+                read_timeout=wait + WAIT_TIMEOUT_MARGIN,
             )
         sent_at = self.clock()
         outcome = yield from self._read_claim(request, fingerprint)
         if isinstance(outcome, Extension):
-            # The relay says this fingerprint already holds a seat: a previous run that died
-            # without releasing. Take it over — give it back and claim anew to get the file.
+            # The relay says this fingerprint already holds a seat. No live lease of this user on
+            # this machine holds it (the client holds the fingerprint's lock, see seatlock), so it
+            # is a dead run's: take it over, give it back and claim anew to get the file.
             yield from self.give_back(fingerprint)
             request = self.wire.claim(fingerprint)  # a fresh nonce: never reuse one
             sent_at = self.clock()
             outcome = yield from self._read_claim(request, fingerprint)
             if isinstance(outcome, Extension):
-                raise UnexpectedResponseError(
-                    request.label,
-                    202,
-                    "twice: another process is renewing this fingerprint's lease; "
-                    "give each process its own fingerprint",
+                raise LeaseConflictError(
+                    fingerprint,
+                    "a process on another machine (or of another user, or using another relay "
+                    "URL) is renewing its lease: give each process its own fingerprint",
                 )
         try:
             grant = self.wire.verify_license(outcome)
@@ -260,12 +287,15 @@ class Engine:
                 assert response is not None
                 outcome = self.wire.read_claim(request, response, lease.fingerprint)
             except RETRYABLE as exc:
+                if _permanent(exc):
+                    lease.mark_lost(f"the relay refused the heartbeat: {_refusal(exc)}")
+                    return
                 attempt += 1
                 last_error = str(exc)
                 delay = min(self.backoff(attempt), max(lease.deadline - self.clock(), 0.0))
                 continue
             except FATAL as exc:
-                lease.mark_lost(f"the relay refused the heartbeat: {exc}")
+                lease.mark_lost(f"the relay refused the heartbeat: {_refusal(exc)}")
                 return
             if isinstance(outcome, Grant):
                 lease.mark_lost(

@@ -11,10 +11,11 @@ error, so ``except relay_core.NoLicensesAvailableError`` works on both sides of 
         ├── ConfigurationError          bad URL, fingerprint, machine id, option
         ├── RelayUnavailableError       the relay cannot be reached or timed out
         ├── UnexpectedResponseError     an answer outside the protocol (500, 3xx, bad JSON)
+        │   └── RateLimitedError        429: too many new nodes from this host (Retry-After)
         ├── PoolRejectedError           400: pool unknown or not the one the relay serves
         ├── NoSeatError                 410 (+ relay_core.NoLicensesAvailableError)
-        ├── LeaseConflictError          409 (+ relay_core.ClaimConflictError)
-        │   └── RateLimitedError        429: too many new nodes from this host (Retry-After)
+        ├── LeaseConflictError          409, or the fingerprint's lease is held by another live
+        │                               process (+ relay_core.ClaimConflictError)
         ├── NodeRefusedError            401/403: no or a wrong node token, fingerprint not allowed
         ├── ResponseSignatureError      missing or bad Relay-Signature (+ relay_core.SignatureError)
         ├── LicenseVerificationError    the license file fails verification with `public_key`
@@ -144,15 +145,20 @@ class NoSeatError(ClientError, NoLicensesAvailableError):
 
 
 class LeaseConflictError(ClientError, ClaimConflictError):
-    """Raised on 409: the fingerprint holds a lease in another pool, or the relay has heartbeats off."""
+    """Raised on 409 (the fingerprint holds a lease in another pool, or the relay has heartbeats
+    off), and when another live process holds the fingerprint's lease (`in_use` says who)."""
 
-    def __init__(self, fingerprint: str) -> None:
-        super().__init__(
-            f"failed to claim license due to conflict for fingerprint {_short(fingerprint)}: "
-            "it already holds a lease in another pool (use a per-pool fingerprint such as "
-            "fingerprint.machine(pool=...)) or the relay runs with --no-heartbeats"
-        )
+    def __init__(self, fingerprint: str, in_use: str | None = None) -> None:
+        if in_use is not None:
+            super().__init__(f"fingerprint {_short(fingerprint)} is in use: {in_use}")
+        else:
+            super().__init__(
+                f"failed to claim license due to conflict for fingerprint {_short(fingerprint)}: "
+                "it already holds a lease in another pool (use a per-pool fingerprint such as "
+                "fingerprint.machine(pool=...)) or the relay runs with --no-heartbeats"
+            )
         self.fingerprint = fingerprint
+        self.in_use = in_use
 
 
 class ResponseSignatureError(ClientError, SignatureError):

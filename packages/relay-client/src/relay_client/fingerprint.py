@@ -57,7 +57,12 @@ def validate(fingerprint: str) -> str:
             "the fingerprint contains '/', which the relay cannot route: use another string, "
             "for example fingerprint.machine(pool=...)"
         )
-    size = len(fingerprint.encode("utf-8"))
+    try:
+        size = len(fingerprint.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: not sendable in a URL
+        raise ConfigurationError(
+            "the fingerprint is not valid Unicode text (a lone surrogate): pass a proper string"
+        ) from None
     if size > MAX_LENGTH:
         raise ConfigurationError(
             f"the fingerprint is {size} bytes, the relay accepts at most {MAX_LENGTH}: "

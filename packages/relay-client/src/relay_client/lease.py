@@ -3,24 +3,32 @@
 `LeaseBase` holds the state both clients share (and is what `on_lost`, `check()` and the exit
 hooks work on); `Lease` keeps itself alive with a daemon heartbeat thread.
 
-A lease is *lost* the moment the relay refuses a heartbeat (404/409/410/400, or a 201 showing it
-had already forgotten the lease) or the local deadline passes without a successful heartbeat.
+A lease is *lost* the moment the relay refuses a heartbeat (410, 409, or any other 4xx but 408
+and 429, or a 201 showing it had already forgotten the lease) or the local deadline passes
+without a successful heartbeat.
 The deadline is measured on the monotonic clock from when the last successful request was
 *sent*, minus one second for the relay's whole-second timestamps, so it never trusts the
 relay's wall clock and is never later than the relay's own cull.
+
+Ending: a release stops new heartbeats, waits (within half its budget) for one in flight, then
+sends the DELETE. A heartbeat still in flight after that is left to finish on its own; if the
+relay answers it with 201 (it arrived after the DELETE and took a seat again), the heartbeat
+gives that seat straight back. The fingerprint's `SeatLock` is held until both are done.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from relay_core import LicenseFile
 
 from . import exits
-from .engine import Engine, Sleep
+from .engine import Engine, Flow, Sleep
 from .errors import ClientError, LeaseLostError, RelayUnavailableError
+from .seatlock import SeatLock
 from .transport import HttpTransport, run_blocking
 from .wire import Extension, Grant, Request, Response
 
@@ -50,6 +58,7 @@ class LeaseBase:
         release_timeout: float,
         on_lost: OnLost | None,
         sleep: Callable[[float], None],
+        seat_lock: SeatLock,
     ) -> None:
         self._engine = engine
         self._sleep = sleep
@@ -59,10 +68,14 @@ class LeaseBase:
         self._fraction = heartbeat_fraction
         self._release_timeout = release_timeout
         self._on_lost = on_lost
+        self._seat_lock = seat_lock
         # Re-entrant: the SIGTERM handler runs on the main thread, possibly inside these locks.
         self._lock = threading.RLock()
-        self._io = threading.RLock()  # held around each heartbeat request; see _stop_heartbeats
+        self._idle = threading.Condition(self._lock)  # notified when a heartbeat request ends
+        self._in_flight = 0
         self._stopping = False
+        self._worker_done = False  # the heartbeat thread (task) will send nothing more
+        self._release_done = False
         self._released = False
         self._lost: LeaseLostError | None = None
         self._expires_at = grant.expires_at
@@ -190,24 +203,62 @@ class LeaseBase:
     def send_guarded(
         self, send: Callable[[Request], Response], request: Request
     ) -> Response | None:
-        """Send a heartbeat unless the lease is being released (then None): never after a DELETE."""
-        with self._io:
-            if self._stopping:
+        """Send a heartbeat request; None for a PUT once releasing began: never a PUT after the
+        DELETE. A give-back (DELETE) always goes out."""
+        with self._lock:
+            if request.method == "PUT" and self._stopping:
                 return None
+            self._in_flight += 1
+        try:
             return send(request)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _beat(self, flow: Flow[None], step: Sleep | None) -> Sleep | None:
+        """Run the heartbeat flow from its sleep `step` (None: its start) to its next sleep.
+
+        Returns that sleep, or None once the flow ended. All of one beat's requests and the
+        handling of their answers (a give-back included) happen here, in one thread.
+        """
+        try:
+            next_step = next(flow) if step is None else flow.send(None)
+            while not isinstance(next_step, Sleep):
+                try:
+                    response = self.send_guarded(self._transport.send, next_step)
+                except RelayUnavailableError as exc:
+                    next_step = flow.throw(exc)
+                    continue
+                if response is None:
+                    return None
+                next_step = flow.send(response)
+            return next_step
+        except StopIteration:
+            return None
 
     def _stop_heartbeats(self, budget: float) -> None:
-        acquired = self._io.acquire(timeout=max(budget, 0.0))
-        try:
-            with self._lock:
-                self._stopping = True
-        finally:
-            if acquired:
-                self._io.release()
+        """No PUT after this; wait up to `budget` seconds for one in flight to finish."""
+        with self._lock:
+            self._stopping = True
         self._wake()
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=max(budget, 0.0))
 
     def _wake(self) -> None:
         """Interrupt the heartbeat's sleep (each client's way)."""
+
+    def _worker_exited(self) -> None:
+        with self._lock:
+            self._worker_done = True
+        self._maybe_unlock()
+
+    def _maybe_unlock(self) -> None:
+        """Free the fingerprint once the release and the heartbeat's last request are done."""
+        with self._lock:
+            done = self._worker_done and self._release_done
+        if done:
+            self._seat_lock.release()
 
     def _release_blocking(self, budget: float) -> bool:
         """Stop heartbeating, then DELETE within `budget` seconds; False if already released."""
@@ -215,6 +266,7 @@ class LeaseBase:
             if self._released:
                 return False
             self._released = True
+        self._seat_lock.ending = True
         clock = self._engine.clock
         start = clock()
         try:
@@ -224,6 +276,9 @@ class LeaseBase:
             return run_blocking(flow, self._transport.send, self._sleep)
         finally:
             exits.forget(self)
+            with self._lock:
+                self._release_done = True
+            self._maybe_unlock()
 
     @property
     def release_budget(self) -> float:
@@ -270,37 +325,29 @@ class Lease(LeaseBase):
     def _heartbeat(self) -> None:
         flow = self._engine.heartbeat(self)
         try:
-            step = next(flow)
-            while True:
-                if isinstance(step, Sleep):
-                    if self._stop.wait(step.seconds):
-                        return
-                    step = flow.send(None)
-                    continue
-                try:
-                    response = self.send_guarded(self._transport.send, step)
-                except RelayUnavailableError as exc:
-                    step = flow.throw(exc)
-                    continue
-                if response is None:
-                    return
-                step = flow.send(response)
-        except StopIteration:
-            return
+            step = self._beat(flow, None)
+            while step is not None and not self._stop.wait(step.seconds):
+                step = self._beat(flow, step)
         except Exception as exc:  # never die silently: a dead heartbeat is a lost lease
             log.exception("the relay heartbeat thread failed")
             self.mark_lost(f"the heartbeat thread failed: {exc!r}")
         finally:
             flow.close()
+            self._worker_exited()
 
     def release(self) -> bool:
         """Give the seat back now: True if released, False if the relay held none (or done before).
 
-        Raises `ClientError` (e.g. `RelayUnavailableError`) if the relay could not be told within
-        `release_timeout`; the relay then frees the seat when the TTL passes.
+        Returns within `release_timeout`. Raises `ClientError` (e.g. `RelayUnavailableError`)
+        if the relay could not be told within it; the relay then frees the seat when the TTL
+        passes.
         """
+        start = time.monotonic()
         try:
             return self._release_blocking(self._release_timeout)
         finally:
             if threading.current_thread() is not self._thread:  # on_lost may release
-                self._thread.join(timeout=self._release_timeout)
+                # Within the budget: a heartbeat still in flight finishes (and gives back a
+                # seat it re-took) on its own, holding the fingerprint's lock until then.
+                left = self._release_timeout - (time.monotonic() - start)
+                self._thread.join(timeout=max(left, 0.0))

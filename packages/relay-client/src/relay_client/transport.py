@@ -67,21 +67,28 @@ class HttpTransport:
         conn.close()
 
     def send(self, request: Request) -> Response:
-        """Send one request and read the whole response; raise `RelayUnavailableError`."""
+        """Send one request and read the whole response; raise `RelayUnavailableError`.
+
+        Connecting and sending take at most `timeout`; only the answer may take
+        `request.read_timeout` (a claim queued at the relay), each read at most that long.
+        """
         timeout = request.timeout if request.timeout is not None else self.timeout
+        read_timeout = request.read_timeout if request.read_timeout is not None else timeout
         conn, reused = self._checkout(timeout)
+        sent = [False]
         try:
             try:
-                response, will_close = _exchange(conn, request)
+                response, will_close = _exchange(conn, request, read_timeout, sent)
             except _STALE:
                 if not reused:
                     raise
                 conn.close()
                 conn = self._connect(timeout)
-                response, will_close = _exchange(conn, request)
+                response, will_close = _exchange(conn, request, read_timeout, sent)
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise RelayUnavailableError(self.endpoint.url, _reason(exc, timeout)) from exc
+            waited = read_timeout if sent[0] else timeout
+            raise RelayUnavailableError(self.endpoint.url, _reason(exc, waited)) from exc
         if will_close:
             conn.close()
         else:
@@ -96,8 +103,14 @@ class HttpTransport:
             conn.close()
 
 
-def _exchange(conn: http.client.HTTPConnection, request: Request) -> tuple[Response, bool]:
+def _exchange(
+    conn: http.client.HTTPConnection, request: Request, read_timeout: float, sent: list[bool]
+) -> tuple[Response, bool]:
+    sent[0] = False
     conn.request(request.method, request.target, headers=dict(request.headers))
+    sent[0] = True
+    if conn.sock is not None:
+        conn.sock.settimeout(read_timeout)
     reply = conn.getresponse()
     body = reply.read()
     headers = {name.lower(): value for name, value in reply.getheaders()}

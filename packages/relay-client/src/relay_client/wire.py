@@ -62,18 +62,25 @@ class Endpoint:
 
     @classmethod
     def parse(cls, url: str) -> Endpoint:
-        parts = urllib.parse.urlsplit(url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(
-                f"not a relay URL: {url!r}: use http://HOST:PORT, for example http://127.0.0.1:6349"
-            )
+        """The endpoint of `url`; `ConfigurationError` for anything http.client could not send to."""
+        usage = "use http://HOST:PORT, for example http://127.0.0.1:6349"
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError:
+            parts = urllib.parse.urlsplit(url.strip())
+            port = parts.port
+        except ValueError as exc:  # "[::1", a port that is not a number or out of range
+            raise ConfigurationError(f"not a relay URL: {url!r} ({exc}): {usage}") from None
+        host = parts.hostname
+        if parts.scheme not in ("http", "https") or not host:
+            raise ConfigurationError(f"not a relay URL: {url!r}: {usage}")
+        if port == 0:
+            raise ConfigurationError(f"bad port in relay URL {url!r}: use a number 1-65535")
+        if not _sendable(parts.path) or not _sendable(host):
             raise ConfigurationError(
-                f"bad port in relay URL {url!r}: use a number 1-65535"
-            ) from None
-        return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+                f"not a relay URL: {url!r}: the host and path must be ASCII without spaces "
+                "(percent-encode the path)"
+            )
+        default = 443 if parts.scheme == "https" else 80
+        return cls(parts.scheme, host, default if port is None else port, parts.path.rstrip("/"))
 
     @property
     def url(self) -> str:
@@ -85,13 +92,15 @@ class Endpoint:
 class Request:
     """One HTTP request to send; `target` is the path, already percent-encoded.
 
-    `timeout` overrides the transport's per-request timeout (a release on exit is bounded).
+    `timeout` overrides the transport's per-request timeout (a release on exit is bounded);
+    `read_timeout` only the wait for the answer once sent (a claim the relay may hold queued).
     """
 
     method: str
     target: str
     headers: Mapping[str, str]
     timeout: float | None = None
+    read_timeout: float | None = None
 
     @property
     def label(self) -> str:
@@ -286,6 +295,19 @@ class Wire:
         return Grant(
             grant.license_key, grant.license_file, grant.expires_at, grant.expires_in, license
         )
+
+
+def _sendable(text: str) -> bool:
+    """True if `text` goes into a request line or header unchanged: visible ASCII only."""
+    return text.isascii() and text.isprintable() and " " not in text
+
+
+def header_value(text: str) -> bool:
+    """True if `text` is a header value HTTP carries unchanged: printable ASCII, not padded.
+
+    The API defines no encoding for non-ASCII header values, and HTTP strips outer spaces.
+    """
+    return text.isascii() and text.isprintable() and text == text.strip()
 
 
 def _error_text(response: Response) -> str:
