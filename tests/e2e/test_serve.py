@@ -414,3 +414,77 @@ def test_culling_frees_a_silent_lease(ws: Workspace, serve: ServerFactory) -> No
         ("license.lease_expired", lic.guid, "prod"),
     ]
     assert server.claim("node-2", pool="prod").status == 201
+
+
+def test_sigterm_answers_a_request_stuck_on_the_database_503(
+    ws: Workspace, serve: ServerFactory
+) -> None:
+    """operations.md: a claim still waiting for another process's lock when the 3 s grace
+    period ends is answered 503 with Retry-After while the lock is still held (not dropped
+    unanswered), nothing is logged after ``server stopped``, and the exit status is 0."""
+    import sqlite3
+
+    ws.add(ws.license("l0"))
+    server = serve("-vvv", "--no-color", "--pragma", "busy_timeout=30000")
+    holder = sqlite3.connect(ws.db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    answers: list[Response | BaseException] = []
+
+    def claim() -> None:
+        try:
+            answers.append(server.claim("inflight"))
+        except (OSError, http.client.HTTPException) as exc:
+            answers.append(exc)
+
+    client = threading.Thread(target=claim)
+    client.start()
+    try:
+        time.sleep(0.3)  # let the claim reach the database
+        server.process.send_signal(signal.SIGTERM)
+        client.join(20)
+        assert answers, "no answer while the database was still locked"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    code, _, err = server.stop(timeout=40)
+    (answer,) = answers
+    assert isinstance(answer, Response), answer
+    assert (answer.status, answer.body) == (503, b'{"error":"failed to claim license"}\n')
+    assert answer.headers["retry-after"] == "1"
+    assert code == 0, err
+    lines = err.splitlines()
+    assert "answered 503 to requests still running after the grace period count=1" in err
+    assert lines[-1].endswith("INF server stopped"), lines[-3:]
+
+
+def test_client_values_cannot_forge_log_lines(ws: Workspace, serve: ServerFactory) -> None:
+    """A percent-encoded CR/LF, NUL or bad byte in the path, and a UTF-8 user agent, stay
+    inside one quoted field of one line (docs/operations.md)."""
+    import re
+
+    server = serve("-vvv", "--no-color")
+    forged = "/v1/nodes/x%0A2026-12-03%2014:10:00%20ERR%20forged%0D%00"
+    assert server.request("PUT", forged, pool="nope").status == 400
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    try:
+        conn.putrequest("GET", "/v1/health")
+        conn.putheader("User-Agent", "agent é/1 x=y".encode())
+        conn.endheaders()
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+    _, _, err = server.stop()
+    lines = err.splitlines()
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DBG|INF|WRN|ERR) ", x) for x in lines)
+    assert not any(line.startswith("2026-12-03 14:10:00 ERR forged") for line in lines)
+    claimed = [line for line in lines if "HTTP request method=PUT" in line]
+    assert claimed
+    assert (
+        claimed[0]
+        .split(" INF ")[1]
+        .startswith(
+            'HTTP request method=PUT path="/v1/nodes/x\\n2026-12-03 14:10:00 ERR forged\\r\\u0000" '
+            "status=400 "
+        )
+    )
+    assert any('user_agent="agent é/1 x=y"' in line for line in lines)

@@ -101,8 +101,24 @@ def test_leases_pools_and_licenses(
 
     pools = json.loads(call(app, "GET", "/v1/admin/pools", AUTH).content)
     assert pools == [
-        {"pool": None, "licenses": 1, "leased": 1, "free": 0, "expired": 0, "nodes_active": 1, "waiting": None},
-        {"pool": "p", "licenses": 2, "leased": 1, "free": 1, "expired": 0, "nodes_active": 1, "waiting": None},
+        {
+            "pool": None,
+            "licenses": 1,
+            "leased": 1,
+            "free": 0,
+            "expired": 0,
+            "nodes_active": 1,
+            "waiting": None,
+        },
+        {
+            "pool": "p",
+            "licenses": 2,
+            "leased": 1,
+            "free": 1,
+            "expired": 0,
+            "nodes_active": 1,
+            "waiting": None,
+        },
     ]
     licenses = json.loads(call(app, "GET", "/v1/admin/licenses?pool=p", AUTH).content)
     assert [row["id"] for row in licenses] == [pooled.guid, licenses[1]["id"]]
@@ -136,3 +152,50 @@ def test_force_release_frees_the_seat(
         ("node.deactivated", "a"),
         ("license.released", relay.list_licenses()[0].guid),
     ]
+
+
+# -- usage -------------------------------------------------------------------------------------
+
+
+def _usage(relay: Relay, call: Call, query: str) -> tuple[int, object]:
+    resp = call(create_app(relay, admin_token=TOKEN), "GET", f"/v1/admin/usage?{query}", AUTH)
+    return resp.status_code, json.loads(resp.text)
+
+
+def test_usage_never_starts_before_0(relay: Relay, call: Call) -> None:
+    """``until=0``'s default window would start at -86400; it starts at 0 instead, and a
+    window that is then empty is refused."""
+    status, body = _usage(relay, call, "until=60")
+    assert status == 200
+    assert isinstance(body, list)
+    assert {(row["start"], row["end"]) for row in body} <= {(0, 60)}
+    assert _usage(relay, call, "until=0") == (400, {"error": "since must be before until"})
+
+
+def test_usage_does_not_count_the_future(
+    relay: Relay, call: Call, add: Callable[..., License], clock: FrozenClock
+) -> None:
+    """A lease held now is not held in periods after now: `until` is cut to now, and a range
+    wholly in the future is refused."""
+    add("KEY-1")
+    relay.claim("node-1")
+    clock.advance(3600)
+    status, body = _usage(relay, call, "until=253402300799")
+    assert status == 200
+    assert isinstance(body, list)
+    (row,) = body
+    assert row["end"] == T0 + 3600 + 1
+    assert row["seat_hours"] == pytest.approx((3600 + 1) / 3600)
+    assert _usage(relay, call, "since=253402300798&until=253402300799") == (
+        400,
+        {"error": "since must not be in the future"},
+    )
+
+
+@pytest.mark.parametrize("every", ["-60", "abc", "1.5"])
+def test_usage_every_error_names_a_duration(relay: Relay, call: Call, every: str) -> None:
+    """`every` is a duration, not a time: its error says so."""
+    assert _usage(relay, call, f"every={every}") == (
+        400,
+        {"error": "every must be a whole number of seconds, at least 60"},
+    )

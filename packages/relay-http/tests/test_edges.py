@@ -91,11 +91,35 @@ def test_head_is_405_without_body(relay: Relay, call) -> None:
     assert resp.headers["allow"] == "GET, OPTIONS"
 
 
-def test_unknown_method_is_json_400(relay: Relay, call) -> None:
-    """A method HTTP does not define is rejected with 400 and a JSON body."""
-    resp = call(create_app(relay), "FROB", "/v1/health")
-    assert resp.status_code == 400
-    assert resp.text == '{"error":"invalid http method"}\n'
+def test_unknown_method_on_a_known_path_is_405_with_allow(relay: Relay, call) -> None:
+    """A made-up method on a known path is a wrong method like any other: 405 with `Allow`
+    (Part A §11, and Keygen Relay's router), not Falcon's 400."""
+    for path, allow in (("/v1/health", "GET, OPTIONS"), ("/v1/nodes/x", "DELETE, PUT, OPTIONS")):
+        resp = call(create_app(relay), "FROB", path)
+        assert resp.status_code == 405
+        assert resp.headers["allow"] == allow
+        assert resp.text == '{"error":"method not allowed"}\n'
+
+
+def test_unknown_method_on_an_unknown_path_is_404(relay: Relay, call) -> None:
+    """Without a route, the method does not matter."""
+    resp = call(create_app(relay), "FROB", "/v1/nope")
+    assert resp.status_code == 404
+    assert resp.text == '{"error":"not found"}\n'
+
+
+def test_options_allow_is_the_405_allow(relay: Relay, call) -> None:
+    """OPTIONS and a 405 on the same path name the same methods, OPTIONS included."""
+    app = create_app(relay, admin_token="t")
+    auth = {"Authorization": "Bearer t"}
+    for path in ("/v1/health", "/v1/nodes/x", "/v1/admin/leases/x", "/v1/openapi.json"):
+        options = call(app, "OPTIONS", path, auth)
+        wrong = call(app, "PATCH", path, auth)
+        assert options.status_code == 200
+        assert wrong.status_code == 405
+        assert options.headers["allow"] == wrong.headers["allow"]
+        assert options.headers["allow"].endswith(", OPTIONS")
+        assert "relay-clock" in options.headers
 
 
 # -- Relay-Clock -------------------------------------------------------------------------------
@@ -180,3 +204,71 @@ def test_no_secret_no_signature(relay: Relay, add: AddLicense, call, secret: str
     assert resp.status_code == 201
     assert "relay-signature" not in resp.headers
     assert resp.headers["relay-clock"] == str(T0)
+
+
+# -- robustness of the middleware and the path ------------------------------------------------
+
+
+def test_bad_nonce_at_info_level_is_400_and_logged(
+    relay: Relay, call, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A malformed Relay-Nonce raised before the access log's `process_request` ran: still a
+    signed 400 and one ``HTTP request`` line (not a 500 from the log's missing start time)."""
+    import logging
+
+    app = create_app(relay, signing_secret="hunter2")
+    with caplog.at_level(logging.INFO, logger="relay"):
+        resp = call(app, "PUT", "/v1/nodes/p15", {"Relay-Nonce": "a b"})
+    assert resp.status_code == 400
+    assert resp.text == '{"error":"invalid nonce header"}\n'
+    assert verify(resp.headers["relay-signature"], resp.content, "hunter2", now=T0) == T0
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("HTTP request")]
+    assert "status=400" in line
+
+
+def _raw_call(app, method: str, raw_target: str) -> tuple[int, bytes]:
+    """One request as waitress passes it: PATH_INFO the percent-decoded bytes as latin-1,
+    REQUEST_URI the target as sent."""
+    import urllib.parse
+
+    import falcon.testing
+    from falcon.testing.helpers import closed_wsgi_iterable
+
+    env = falcon.testing.create_environ(path="/", method=method)
+    path = raw_target.partition("?")[0]
+    env["PATH_INFO"] = urllib.parse.unquote_to_bytes(path).decode("latin-1")
+    env["REQUEST_URI"] = raw_target
+    env.pop("RAW_URI", None)
+    start = falcon.testing.StartResponseMock()
+    body = b"".join(closed_wsgi_iterable(app(env, start)))
+    assert start.status is not None
+    return int(start.status[:3]), body
+
+
+@pytest.mark.parametrize(
+    ("target", "error"),
+    [
+        ("/v1/nodes/%FF%FE", "path is not valid utf-8"),
+        ("/v1/nodes/%FE%FF", "path is not valid utf-8"),
+        ("/v1/nodes/%C0%C1", "path is not valid utf-8"),
+        ("/v1/nodes/%ED%A0%80", "path is not valid utf-8"),  # a UTF-16 surrogate
+        ("/v1/nodes/%", "invalid percent-encoding in path"),
+        ("/v1/nodes/%zz", "invalid percent-encoding in path"),
+        ("/v1/nodes/a%2", "invalid percent-encoding in path"),
+    ],
+)
+def test_fingerprints_that_are_not_one_utf8_string_are_400(
+    add: AddLicense, relay: Relay, target: str, error: str
+) -> None:
+    """Invalid UTF-8 is not replaced by U+FFFD (which made %FF%FE and %FE%FF one node), and a
+    malformed escape is refused as Go's server refuses it, for PUT and DELETE alike."""
+    add("KEY-1")
+    add("KEY-2")
+    app = create_app(relay)
+    for method in ("PUT", "DELETE"):
+        assert _raw_call(app, method, target) == (400, f'{{"error":"{error}"}}\n'.encode())
+    assert relay.list_leases(None) == []
+    # Valid escapes of valid UTF-8 are fingerprints as before.
+    assert _raw_call(app, "PUT", "/v1/nodes/caf%C3%A9")[0] == 201
+    assert _raw_call(app, "PUT", "/v1/nodes/a%20b")[0] == 201
+    assert sorted(lease.fingerprint for lease in relay.list_leases(None)) == ["a b", "café"]

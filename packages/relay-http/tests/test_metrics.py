@@ -151,3 +151,18 @@ def test_no_waiting_gauge_without_a_queue(relay: Relay, call: Call) -> None:
     assert not any(
         name == "relay_waiting" for name, _ in samples(call(app, "GET", "/metrics").text)
     )
+
+
+def test_made_up_methods_share_one_label(relay: Relay, call: Call) -> None:
+    """Each made-up method once added a label set; they now all count as ``other``, so a
+    client cannot grow the histogram without bound."""
+    metrics = Metrics()
+    app = create_app(relay, metrics=metrics)
+    for n in range(3):
+        assert call(app, f"ZZMETHOD{n}", "/v1/health").status_code == 405
+        assert call(app, f"ZZMETHOD{n}", f"/nothing/{n}").status_code == 404
+    got = samples(call(app, "GET", "/metrics").text)
+    methods = {dict(key)["method"] for name, key in got if name.startswith("relay_request")}
+    assert methods == {"other"}
+    health = (("method", "other"), ("route", "/v1/health"), ("status", "405"))
+    assert got[("relay_request_duration_seconds_count", health)] == 3

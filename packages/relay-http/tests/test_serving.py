@@ -291,3 +291,116 @@ def test_response_larger_than_socket_buffer_arrives_whole_on_keepalive() -> None
                 assert (resp.status, resp.read()) == (200, Big.body)
         finally:
             conn.close()
+
+
+class Stuck:
+    """A claim stuck behind another process's database lock: blocks, then logs and answers."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.done = threading.Event()
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, fingerprint: str) -> None:
+        self.entered.set()
+        self.release.wait(10)
+        logging.getLogger("relay").warning("late line from the stuck request")
+        resp.data = b"too late"
+        self.done.set()
+
+
+def test_stop_answers_503_to_a_request_still_running_after_the_grace_period(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """operations.md: after the grace period a request still running gets 503 with Retry-After
+    (JSON, Relay-Clock), run() returns at once, and the stuck worker's later lines are not logged."""
+    from relay_http import create_app, serving
+
+    monkeypatch.setattr(serving, "DRAIN_SECONDS", 0.5)
+    stuck = Stuck()
+    app = create_app(relay)
+    app.add_route("/stuck/{fingerprint}", stuck)
+    server = Server(app, host="127.0.0.1", port=0, threads=2)
+    port = server.address[1]
+    result: list[tuple[int, bytes, dict[str, str]]] = []
+    try:
+        with caplog.at_level(logging.INFO, logger="relay"), running(server) as thread:
+            client = threading.Thread(
+                target=lambda: result.append(_request(port, "PUT", "/stuck/x"))
+            )
+            client.start()
+            assert stuck.entered.wait(5)
+            server.stop()
+            thread.join(5)
+            assert not thread.is_alive()  # returned while the request is still stuck
+            client.join(5)
+            stuck.release.set()
+            assert stuck.done.wait(5)
+    finally:
+        stuck.release.set()
+    status, body, headers = result[0]
+    assert (status, body) == (503, b'{"error":"failed to claim license"}\n')
+    assert headers["retry-after"] == "1"
+    assert headers["content-type"] == "application/json"
+    assert headers["relay-clock"].isdigit()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("status=503" in m for m in messages)
+    assert not any("late line" in m for m in messages)
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "error"),
+    [
+        (b"PUT /v1/nodes/a b HTTP/1.1\r\nHost: x\r\n\r\n", b"400 Bad Request", "bad request"),
+        (b"put /v1/nodes/a HTTP/1.1\r\nHost: x\r\n\r\n", b"400 Bad Request", "bad request"),
+        (b"GET /v1/health HTTP/1.1\r\nX-A: \x1b\r\n\r\n", b"400 Bad Request", "bad request"),
+        (  # exactly the limit, unterminated: all of it is read, so the close is no reset
+            (b"GET /v1/health HTTP/1.1\r\nX-A: " + b"a" * 65_536)[:65_536],
+            b"431 Request Header Fields Too Large",
+            "request header fields too large",
+        ),
+        (
+            b"PUT /v1/nodes/a HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"501 Not Implemented",
+            "not implemented",
+        ),
+    ],
+    ids=["start-line", "lowercase-method", "control-char", "431", "501"],
+)
+def test_waitress_refusals_are_json_signed_http11_and_logged(
+    relay: Relay,
+    caplog: pytest.LogCaptureFixture,
+    request_bytes: bytes,
+    status: bytes,
+    error: str,
+) -> None:
+    """Requests waitress refuses before the app runs are answered like the app's errors
+    (docs/api.md): HTTP/1.1, JSON body, Relay-Clock and Relay-Signature, and a log line."""
+    from relay_http import create_app
+    from relay_http.middleware import ClockSigning
+
+    signing = ClockSigning(relay.clock, "hunter2")
+    server = Server(
+        create_app(relay, signing_secret="hunter2"), host="127.0.0.1", port=0, signing=signing
+    )
+    port = server.address[1]
+    with caplog.at_level(logging.INFO, logger="relay"), running(server):
+        answer = _raw(port, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0] == "HTTP/1.1 " + status.decode()
+    headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines[1:])}
+    assert body == f'{{"error":"{error}"}}\n'.encode()
+    assert headers["content-type"] == "application/json"
+    assert headers["relay-signature"] == signing.signature(int(headers["relay-clock"]), body)
+    assert any(f"status={status[:3].decode()}" in r.getMessage() for r in caplog.records)

@@ -6,11 +6,12 @@ import threading
 import time
 from collections.abc import Callable
 
+import falcon.testing
 import pytest
 from relay_core import ClaimStatus, Lease, NoLicensesAvailableError, Relay, WaitQueue
 from relay_core.testing import LicenseWriter
 from relay_http import WaitingFullError, WaitRoom, create_app
-from relay_http.waiting import WorkerHandoff, applied_wait
+from relay_http.waiting import WaitStoppedError, WorkerHandoff, applied_wait
 
 from .conftest import T0, Call
 
@@ -170,8 +171,8 @@ def test_close_answers_every_parked_claim(
     room.close()
     for waiter in waiters:
         waiter.join(5)
-        assert isinstance(waiter.result, NoLicensesAvailableError)
-    with pytest.raises(WaitingFullError):
+        assert isinstance(waiter.result, WaitStoppedError)
+    with pytest.raises(WaitStoppedError):
         room.claim("late", None, 30)
 
 
@@ -242,3 +243,27 @@ def test_app_applies_the_preference(
     assert (
         "Preference-Applied" not in call(plain, "PUT", "/v1/nodes/a", {"Prefer": "wait=5"}).headers
     )
+
+
+def test_a_claim_cut_short_by_a_stop_gets_retry_after_and_no_preference_applied(
+    room_relay: Callable[..., tuple[Relay, WaitRoom]], call: Call
+) -> None:
+    """A waiting claim answered because the server stops is not a wait served in full: 410 with
+    ``Retry-After`` and without ``Preference-Applied`` (as the OpenAPI document says), so a
+    client retries after a moment rather than reading it as "waited the whole time"."""
+    relay, room = room_relay(max_wait=5)
+    relay.claim("holder")
+    app = create_app(relay, waiting=room)
+    answers: list[falcon.testing.Result] = []
+    client = threading.Thread(
+        target=lambda: answers.append(call(app, "PUT", "/v1/nodes/w", {"Prefer": "wait=5"}))
+    )
+    client.start()
+    parked(room, 1)
+    room.close()
+    client.join(5)
+    (got,) = answers
+    assert got.status_code == 410
+    assert got.text == '{"error":"no licenses available"}\n'
+    assert got.headers["Retry-After"] == "1"
+    assert "Preference-Applied" not in got.headers

@@ -15,7 +15,7 @@ from .errors import (
     PoolHeaderConflictError,
     install_error_handlers,
 )
-from .middleware import AccessLog, ClockSigning
+from .middleware import AccessLog, ClockSigning, Methods, PathCheck
 from .waiting import WaitRoom
 from .wire import JSON, error_body, lease_body
 
@@ -134,18 +134,22 @@ def create_app(
     `relay_core.convert`'s). With `waiting`, a claim with ``Prefer: wait=N`` waits for a seat.
     Reads no environment, so it can be mounted in any WSGI stack.
     """
-    middleware: list[Any] = [ClockSigning(relay.clock, signing_secret, signing_key)]
+    # The log and the timer start first: any later `process_request` may raise, and Falcon
+    # still runs every `process_response` (see relay_http.middleware).
+    signing = ClockSigning(relay.clock, signing_secret, signing_key)
+    middleware: list[Any] = [AccessLog()]
     if metrics is not None:
         from .metrics import RequestMetrics
 
         middleware.append(RequestMetrics(metrics))
-    middleware.append(AccessLog())
+    middleware += [signing, PathCheck()]
     if access is not None:
         middleware.append(access)
     if admin_token:
         from .admin import AdminAuth
 
         middleware.append(AdminAuth(admin_token))
+    middleware.append(Methods())
     app: falcon.App[falcon.Request, falcon.Response] = falcon.App(middleware=middleware)
     # Only node responses are JSON; the health check has no Content-Type (spec §3.3).
     app.resp_options.default_media_type = None  # type: ignore[assignment]

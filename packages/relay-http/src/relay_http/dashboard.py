@@ -77,6 +77,10 @@ def _seconds(req: falcon.Request, name: str, default: int | None) -> int | None:
     if value is None:
         return default
     if not (value.isascii() and value.isdigit()) or int(value) > MAX_TIME:
+        if name == "every":
+            raise falcon.HTTPBadRequest(
+                description="every must be a whole number of seconds, at least 60"
+            )
         raise falcon.HTTPBadRequest(description=f"{name} must be Unix seconds up to {MAX_TIME}")
     return int(value)
 
@@ -84,8 +88,10 @@ def _seconds(req: falcon.Request, name: str, default: int | None) -> int | None:
 class AdminUsage:
     """``GET /v1/admin/usage?since=&until=[&every=][&pool=]``: `relay report`'s rows.
 
-    Times are Unix seconds; `until` defaults to now and `since` to a day before it; `every`
-    (seconds, at least 60) splits the range into periods aligned in UTC.
+    Times are Unix seconds; `until` defaults to now and `since` to a day before it (never
+    before 0); `every` (seconds, at least 60) splits the range into periods aligned in UTC.
+    A report never covers the future: an `until` after now is cut to now (the current second
+    included), since what is held now is not yet known to be held later.
     """
 
     def __init__(self, relay: Relay, converter: cattrs.Converter) -> None:
@@ -93,11 +99,15 @@ class AdminUsage:
         self._converter = converter
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        until = _seconds(req, "until", int(self._relay.clock.now()) + 1)  # this second included
+        now = int(self._relay.clock.now()) + 1  # this second included
+        until = _seconds(req, "until", now)
         assert until is not None
-        since = _seconds(req, "since", until - 86400)
+        until = min(until, now)
+        since = _seconds(req, "since", max(0, until - 86400))
         assert since is not None
         every = _seconds(req, "every", None)
+        if since >= now:
+            raise falcon.HTTPBadRequest(description="since must not be in the future")
         if since >= until:
             raise falcon.HTTPBadRequest(description="since must be before until")
         if every is not None and every < 60:

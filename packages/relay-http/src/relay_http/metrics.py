@@ -7,7 +7,9 @@ two apps in one process, and tests, never share a counter. The composition root 
 
 Cost on the request path: one dictionary lookup and one `inc`/`observe` per request; the label
 children are cached, and the pool label takes at most `MAX_POOL_LABELS` values (a request names
-any pool it likes; later names count under ``pool="<other>"``). The global pool is the empty
+any pool it likes; later names count under ``pool="<other>"``). The request histogram's labels
+are bounded too: the route template (``unmatched`` for any other path), the method (a made-up
+one counts as ``other``) and the status. The global pool is the empty
 label value, which Prometheus shows as no label.
 """
 
@@ -23,6 +25,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from relay_core import ClaimResult, Relay, ReleaseResult
+
+from .middleware import method_label
 
 __all__ = ["CONTENT_TYPE", "MAX_POOL_LABELS", "Metrics", "MetricsResource", "RequestMetrics"]
 
@@ -181,7 +185,10 @@ class RequestMetrics:
             return
         route = req.uri_template if resource is not None else "unmatched"
         self._metrics.observe(
-            route or "unmatched", req.method, resp.status_code, time.perf_counter() - started
+            route or "unmatched",
+            method_label(req.method),
+            resp.status_code,
+            time.perf_counter() - started,
         )
 
 

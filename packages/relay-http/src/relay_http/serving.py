@@ -2,8 +2,15 @@
 
 `Server.stop()` only sets a flag and writes one byte to waitress's wake-up pipe, so it is safe
 from a signal handler and from any thread. The loop thread then stops accepting connections,
-closes idle keep-alive connections, lets in-flight requests finish and flush their responses
-(for at most `DRAIN_SECONDS`), stops the worker threads and the cull loop, and returns.
+closes idle keep-alive connections and lets in-flight requests finish and flush their
+responses, for at most `DRAIN_SECONDS` in all. A request still running then (a claim stuck
+behind another process's database lock) is answered 503 with ``Retry-After: 1`` by the loop
+thread, its connection closed, and whatever its worker does later is neither sent nor logged
+(`ChannelTask.abandon`). The worker threads and the cull loop stop, and `run()` returns.
+
+Answers waitress writes itself, for requests it cannot parse (400, 413, 431, 501), go through
+`RelayErrorTask`: a JSON body, ``Relay-Clock``, ``Relay-Signature`` when signing, HTTP/1.1,
+and an ``HTTP request`` log line, like every answer of the app.
 """
 
 from __future__ import annotations
@@ -24,11 +31,23 @@ from relay_core import Relay, RelayError
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
-from waitress.task import WSGITask
+from waitress.task import ErrorTask, WSGITask
+from waitress.utilities import RequestHeaderFieldsTooLarge
 
 from .app import create_app
+from .errors import (
+    ServerStoppingError,
+    body_for,
+    log_error,
+    log_path,
+    out_of_band_error,
+    rule_for,
+    wsgi_text,
+)
+from .middleware import ClockSigning, log_request
 from .reaper import Reaper
 from .waiting import DEFAULT_MAX_WAITING, WaitRoom, WorkerHandoff
+from .wire import JSON
 
 if TYPE_CHECKING:
     import cattrs
@@ -37,12 +56,20 @@ if TYPE_CHECKING:
     from .access import NodeAccess
     from .metrics import Metrics
 
-__all__ = ["DRAIN_SECONDS", "WAITRESS_SETTINGS", "ServeError", "Server", "serve"]
+__all__ = [
+    "DRAIN_SECONDS",
+    "WAITRESS_SETTINGS",
+    "Answers",
+    "RelayErrorTask",
+    "ServeError",
+    "Server",
+    "serve",
+]
 
 logger = logging.getLogger("relay")
 
 DRAIN_SECONDS = 3.0
-"""How long a stop waits for in-flight requests before closing their connections anyway."""
+"""How long a stop waits for in-flight requests before answering them 503 itself."""
 
 WAITRESS_SETTINGS: dict[str, Any] = {
     "asyncore_use_poll": True,  # select() stops at 1,024 descriptors
@@ -67,6 +94,47 @@ class ChannelTask(WSGITask):  # type: ignore[misc]  # waitress is untyped
     """
 
     _bodiless_keep_alive = False
+    abandoned = False
+    """Set when a stop answered for this task: its own answer is dropped, its logs too."""
+
+    def __init__(self, channel: Any, request: Any) -> None:
+        super().__init__(channel, request)
+        self._answer_lock = threading.Lock()
+        self.thread_id: int | None = None
+
+    def service(self) -> None:
+        self.thread_id = threading.get_ident()
+        self.channel.relay_task = self
+        try:
+            super().service()
+        finally:
+            self.channel.relay_task = None
+            if self.abandoned:
+                _SILENCED.forget(self.thread_id)
+
+    def abandon(self) -> bool:
+        """Take this request's answer away from its worker; False if it has begun answering."""
+        if not self._answer_lock.acquire(timeout=0.1):
+            return False  # the worker is writing its answer now
+        try:
+            if self.wrote_header:
+                return False
+            self.abandoned = True
+            self.close_on_finish = True
+            if self.thread_id is not None:
+                _SILENCED.add(self.thread_id)
+            return True
+        finally:
+            self._answer_lock.release()
+
+    def write(self, data: bytes) -> None:
+        with self._answer_lock:
+            if not self.abandoned:
+                super().write(data)
+
+    def finish(self) -> None:
+        if not self.abandoned:
+            super().finish()
 
     def get_environment(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environment()
@@ -93,6 +161,103 @@ class ChannelTask(WSGITask):  # type: ignore[misc]  # waitress is untyped
             super().set_close_on_finish()
 
 
+class _Silenced(logging.Filter):
+    """Drops the log records of worker threads whose request a stop has answered: the process
+    says "server stopped" and nothing of theirs may follow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._threads: set[int] = set()
+        self._installed = False
+        self._lock = threading.Lock()
+
+    def add(self, thread_id: int) -> None:
+        with self._lock:
+            self._threads.add(thread_id)
+            if not self._installed:
+                self._installed = True
+                for name in ("relay", "waitress"):
+                    source = logging.getLogger(name)
+                    source.addFilter(self)
+                    for handler in source.handlers:  # records of child loggers, too
+                        handler.addFilter(self)
+
+    def forget(self, thread_id: int | None) -> None:
+        with self._lock:
+            if thread_id is not None:
+                self._threads.discard(thread_id)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread not in self._threads
+
+
+_SILENCED = _Silenced()
+
+
+class Answers:
+    """Answers written by the server rather than the app: JSON, with `Relay-Clock`, the
+    signature when signing, and an ``HTTP request`` log line."""
+
+    def __init__(self, signing: ClockSigning) -> None:
+        self.signing = signing
+
+    def write(
+        self,
+        task: Any,
+        status: str,
+        body: bytes,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """Fill in and send `task`'s response; the connection closes after it."""
+        task.status = status
+        task.response_headers.extend([("Content-Type", JSON), *self.signing.stamp(body), *extra])
+        task.set_close_on_finish()
+        task.content_length = len(body)
+        ErrorTask.write(task, body)
+
+    @staticmethod
+    def log(task: Any, status: str, started: float | None = None) -> None:
+        """The ``HTTP request`` line; `started` is the request's `time.time()` at its start."""
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        request = task.request
+        headers = getattr(request, "headers", None) or {}
+        addr = getattr(task.channel, "addr", None)
+        log_request(
+            wsgi_text(request.command or "") if getattr(request, "command", None) else "",
+            wsgi_text(request.path or "") if getattr(request, "path", None) else "",
+            int(status[:3]),
+            remote_addr=addr[0] if isinstance(addr, tuple) and addr else None,
+            user_agent=wsgi_text(headers.get("USER_AGENT", "")),
+            seconds=time.time() - (started or task.start_time),
+        )
+
+
+class RelayErrorTask(ErrorTask):  # type: ignore[misc]  # waitress is untyped
+    """waitress's answer to a request it cannot parse or take (a bad start line or header,
+    431, 413, 501), in Relay's shape (`Answers`) and always as HTTP/1.1: the version the
+    server speaks (RFC 9110 §2.5), whatever the unparsed request line said."""
+
+    def __init__(self, channel: Any, request: Any) -> None:
+        super().__init__(channel, request)
+        self.version = "1.1"
+
+    def execute(self) -> None:
+        answers: Answers | None = getattr(self.channel.server, "relay_answers", None)
+        if answers is None:  # pragma: no cover - every Server sets it
+            super().execute()
+            return
+        error = self.request.error
+        status, body = out_of_band_error(error.code, error.reason)
+        answers.write(self, status, body)
+        self.close_on_finish = True
+        if isinstance(error, RequestHeaderFieldsTooLarge):
+            self.request.command = self.request.path = None  # waitress's stand-in "GET /"
+        Answers.log(self, status)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("refused an unparsable request status=%s error=%s", error.code, error.body)
+
+
 class QuietChannel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
     """waitress's connection, without the I/O loop spinning while a worker writes a response.
 
@@ -105,6 +270,9 @@ class QuietChannel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
     """
 
     task_class = ChannelTask
+    error_task_class = RelayErrorTask
+    relay_task: ChannelTask | None = None
+    """The request in service on a worker thread (set by `ChannelTask.service`)."""
     parked = False
     """True while this connection's request waits for a seat: then, and only then, the loop
     reads the connection during a request (`channel_request_lookahead`), so that a hang-up
@@ -148,6 +316,7 @@ class Server:
         connection_limit: int = 1000,
         reaper: Reaper | None = None,
         waiting: WaitRoom | None = None,
+        signing: ClockSigning | None = None,
         **adjustments: Any,
     ) -> None:
         if not 0 <= port <= 65535:
@@ -171,9 +340,13 @@ class Server:
         except (OSError, ValueError) as exc:
             wasyncore.close_all(self._map)
             raise _bind_error(host, port, exc) from None
+        # The answers written without the app: stamped like the app's (`create_app`'s signing
+        # settings, given by `serve`; a bare Server only sets Relay-Clock).
+        self._answers = Answers(signing or ClockSigning(_SystemClock(), None))
         for dispatcher in list(self._map.values()):
             if isinstance(dispatcher, BaseWSGIServer):
                 dispatcher.channel_class = QuietChannel
+                dispatcher.relay_answers = self._answers
         self._reaper = reaper
         self._waiting = waiting
         self._handoff: WorkerHandoff | None = None
@@ -220,8 +393,8 @@ class Server:
             if isinstance(dispatcher, BaseWSGIServer):
                 # Stop accepting; the wake-up pipe stays open until close().
                 wasyncore.dispatcher.close(dispatcher)
-        deadline = time.monotonic() + DRAIN_SECONDS
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + DRAIN_SECONDS - _ANSWER_SECONDS
+        while True:
             busy = False
             for channel in list(self._map.values()):
                 if not isinstance(channel, HTTPChannel):
@@ -230,10 +403,58 @@ class Server:
                     busy = True
                 else:
                     channel.will_close = True
+            if not busy and not any(isinstance(c, HTTPChannel) for c in self._map.values()):
+                return
+            if time.monotonic() >= deadline:
+                break
             # One pass writes the pending output and closes the channels marked above.
             wasyncore.loop(timeout=0.05, map=self._map, use_poll=True, count=1)
-            if not busy and not any(isinstance(c, HTTPChannel) for c in self._map.values()):
-                break
+        self._answer_the_rest()
+
+    def _answer_the_rest(self) -> None:
+        """The grace period is over: answer every request still running 503, close the rest."""
+        answered = 0
+        for channel in list(self._map.values()):
+            if not isinstance(channel, HTTPChannel):
+                continue
+            task = getattr(channel, "relay_task", None)
+            if channel.requests and isinstance(task, ChannelTask) and task.abandon():
+                answered += 1
+                self._answer_stopping(channel, task)
+            channel.will_close = True  # after what is already written, if anything
+        if answered:
+            logger.warning(
+                "answered 503 to requests still running after the grace period count=%d grace=%ss",
+                answered,
+                DRAIN_SECONDS,
+            )
+        end = time.monotonic() + _ANSWER_SECONDS
+        while time.monotonic() < end and any(
+            isinstance(c, HTTPChannel) and c.total_outbufs_len for c in self._map.values()
+        ):
+            wasyncore.loop(timeout=0.05, map=self._map, use_poll=True, count=1)
+
+    def _answer_stopping(self, channel: Any, abandoned: ChannelTask) -> None:
+        rule = rule_for(ServerStoppingError)
+        environ = abandoned.environ or {}
+        method = wsgi_text(environ.get("REQUEST_METHOD", ""))
+        path = log_path(environ)
+        task = ErrorTask(channel, abandoned.request)
+        task.start()
+        try:
+            self._answers.write(
+                task,
+                rule.status,
+                body_for(rule, method),
+                (("Retry-After", str(rule.retry_after)),),
+            )
+            task.finish()
+        except OSError:  # the client is gone (ClientDisconnected is one)
+            pass
+        with channel.requests_lock:
+            channel.close_when_flushed = True
+        log_error(rule, ServerStoppingError(), method, path)
+        Answers.log(task, rule.status, getattr(abandoned, "start_time", None))
 
     def close(self) -> None:
         """Stop the cull loop and worker threads and close every socket (idempotent)."""
@@ -246,8 +467,23 @@ class Server:
             self._waiting.close()
         if self._handoff is not None:
             self._handoff.close()
-        self._wsgi.task_dispatcher.shutdown(cancel_pending=True, timeout=DRAIN_SECONDS)
+        # Workers still busy were answered for (`_answer_the_rest`); do not wait for them.
+        dispatcher = self._wsgi.task_dispatcher
+        dispatcher.logger = _QUIET
+        dispatcher.shutdown(cancel_pending=True, timeout=_ANSWER_SECONDS)
         wasyncore.close_all(self._map)
+
+
+_ANSWER_SECONDS = 0.2
+"""Of `DRAIN_SECONDS`, kept to answer what is still running and to let idle workers exit."""
+
+_QUIET = logging.getLogger("relay.waitress")
+_QUIET.disabled = True  # waitress's "N thread(s) still running": `_answer_the_rest` said it
+
+
+class _SystemClock:
+    def now(self) -> float:
+        return time.time()
 
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -319,6 +555,7 @@ def serve(
         connection_limit=connection_limit,
         reaper=reaper,
         waiting=waiting,
+        signing=ClockSigning(relay.clock, signing_secret, signing_key),
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

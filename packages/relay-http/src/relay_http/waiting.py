@@ -34,6 +34,7 @@ __all__ = [
     "RETRY_AFTER_SECONDS",
     "Handoff",
     "WaitRoom",
+    "WaitStoppedError",
     "WaitingFullError",
     "WorkerHandoff",
     "applied_wait",
@@ -56,6 +57,12 @@ _DIGITS = re.compile(r"[0-9]+")
 
 class WaitingFullError(NoLicensesAvailableError):
     """Raised when a claim would wait but the process already parks its maximum of requests."""
+
+
+class WaitStoppedError(NoLicensesAvailableError):
+    """Raised to a waiting claim when the server stops: answered 410 with ``Retry-After`` and
+    without ``Preference-Applied``, as the wait was cut short (try again, e.g. after a
+    restart), not served in full."""
 
 
 def applied_wait(header: str | None, max_wait: int) -> int | None:
@@ -211,7 +218,8 @@ class WaitRoom:
         `applied()` is called once the wait preference is honoured (any answer but the refusal
         for lack of a waiting place); `environ` (the request's) goes to the `handoff`; `admit` to every
         `Relay.claim`. Raises what `Relay.claim` raises, `NoLicensesAvailableError` at the
-        deadline, and `WaitingFullError` when `max_waiting` requests are parked.
+        deadline, `WaitingFullError` when `max_waiting` requests are parked, and
+        `WaitStoppedError` when the room closes (the server stops).
         """
         gone = disconnected or _never
         try:
@@ -228,7 +236,9 @@ class WaitRoom:
         event = threading.Event()
         deadline = time.monotonic() + wait
         with self._lock:
-            if self._closed or len(self._events) >= self.max_waiting:
+            if self._closed:
+                raise WaitStoppedError()
+            if len(self._events) >= self.max_waiting:
                 raise WaitingFullError()
             ticket = self._queue.join(
                 pool or None, fingerprint, deadline=self._relay.clock.now() + wait
@@ -259,7 +269,9 @@ class WaitRoom:
     ) -> Lease:
         while True:
             event.clear()
-            if self._closed or gone():
+            if self._closed:
+                raise WaitStoppedError()
+            if gone():
                 raise NoLicensesAvailableError()
             if self._queue.is_head(ticket, self._relay.clock.now()):
                 lease = self._try(ticket, admit)
