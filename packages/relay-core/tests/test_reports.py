@@ -36,6 +36,7 @@ class AuditEvent(NamedTuple):
     pool_id: int | None
     created_at: int
 
+
 def _plain(rows: list[AuditEvent]) -> list[tuple[int, int, int | None, int]]:
     """What `scan_audit` hands the replay: (event, entity_id, pool_id, created_at)."""
     return [(r.event, r.entity_id, r.pool_id, r.created_at) for r in rows]
@@ -201,9 +202,7 @@ def test_replay_matches_a_brute_force_count(
         elif r.event is E.LICENSE_REMOVED:
             licenses_now[r.pool_id] -= 1
     report = replay.finish(licenses_now, [], {None: None, 1: "one"})
-    leases = _intervals(
-        rows, {E.LICENSE_LEASED}, {E.LICENSE_RELEASED, E.LICENSE_LEASE_EXPIRED}
-    )
+    leases = _intervals(rows, {E.LICENSE_LEASED}, {E.LICENSE_RELEASED, E.LICENSE_LEASE_EXPIRED})
     nodes = _intervals(rows, {E.NODE_ACTIVATED}, {E.NODE_DEACTIVATED, E.NODE_CULLED})
     by_key = {(u.pool, u.start): u for u in report}
     assert len(report) == 2 * len(bounds)
@@ -220,8 +219,11 @@ def test_replay_matches_a_brute_force_count(
             assert got.leases_expired == sum(
                 1
                 for r in rows
-                if r.event is E.LICENSE_LEASE_EXPIRED and r.pool_id == pool and start <= r.created_at < end
+                if r.event is E.LICENSE_LEASE_EXPIRED
+                and r.pool_id == pool
+                and start <= r.created_at < end
             )
+
             # Peak: the open count after each of the pool's rows in the period, and before
             # them when none falls on the period's first instant.
             def open_after(row_id: int, mine: list[_Interval] = mine) -> int:
@@ -410,3 +412,16 @@ def test_relay_skips_the_rows_before_since_and_reports_the_same() -> None:
     assert got == expected
     assert [u.peak_leases for u in got] == [3, 3, 3, 1]  # two longs overlap a short
     assert got[0].seat_hours > 0
+
+
+def test_a_report_reaching_into_the_future_ends_now() -> None:
+    """A lease open now is not counted into hours that have not happened yet."""
+    clock = FrozenClock(T0)
+    relay = Relay(MemoryStore(), clock=clock)
+    writer = LicenseWriter.ed25519()
+    relay.add_license(writer.license(key="K", issued=T0 - 10), "K", public_key=writer.public_key)
+    relay.claim("a")
+    clock.advance(1799)
+    usage = relay.usage_report(since=T0, until=T0 + 4 * H, every=H)
+    assert [(u.start, u.end, u.seat_hours) for u in usage] == [(T0, T0 + 1800, 0.5)]
+    assert relay.usage_report(since=T0 + H, until=T0 + 2 * H) == []

@@ -358,8 +358,10 @@ class Relay:
         are skipped: a first pass over the rows after it finds the leases open at `since`
         (`OpeningState`), so a dashboard's last day costs a day of rows, not the log's life.
         With `pool`, only that pool; otherwise every named pool, and the global pool when it
-        has licenses or history.
+        has licenses or history. The report ends now at the latest (the current second
+        included): leases open now are not counted into periods that have not happened.
         """
+        until = min(until, self._now() + 1)
         replay = UsageReplay(period_bounds(since, until, every))
         with self.store.transaction() as tx:
             first = tx.scan_audit(LIFECYCLE_EVENTS, None, 1)
