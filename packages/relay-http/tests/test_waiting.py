@@ -9,6 +9,7 @@ from collections.abc import Callable
 import falcon.testing
 import pytest
 from relay_core import ClaimStatus, Lease, NoLicensesAvailableError, Relay, WaitQueue
+from relay_core.events import ClaimResult, NoEvents
 from relay_core.testing import LicenseWriter
 from relay_http import WaitingFullError, WaitRoom, create_app
 from relay_http.waiting import WaitStoppedError, WorkerHandoff, applied_wait
@@ -79,6 +80,16 @@ class Waiter(threading.Thread):
             self.result = exc
 
 
+class Recorder(NoEvents):
+    """Events that note each claim's result."""
+
+    def __init__(self, results: list[str]) -> None:
+        self.results = results
+
+    def on_claim(self, pool: str | None, result: ClaimResult) -> None:
+        self.results.append(result.value)
+
+
 def parked(room: WaitRoom, count: int) -> None:
     deadline = time.monotonic() + 5
     while room.parked != count:
@@ -118,6 +129,30 @@ def test_deadline_answers_no_licenses(room_relay: Callable[..., tuple[Relay, Wai
         room.claim("waiter", None, 1)
     assert relay.queue is not None
     assert len(relay.queue) == 0
+
+
+def test_a_wait_counts_one_denial_however_often_it_retried(
+    room_relay: Callable[..., tuple[Relay, WaitRoom]],
+) -> None:
+    """A waiting claim retries about once a second; only its answer counts: one denial (and
+    one `exhausted` event) for a wait that ends in 410, none for one that gets the seat."""
+    relay, room = room_relay()
+    results: list[str] = []
+    relay.events = Recorder(results)
+    relay.claim("holder")
+    with pytest.raises(NoLicensesAvailableError):
+        room.claim("waiter", None, 2)  # the head ticket retries at least once meanwhile
+    assert sum(relay.denials.drain().values()) == 1
+    assert results.count("exhausted") == 1
+
+    waiter = Waiter(room, "second", 30)
+    waiter.start()
+    parked(room, 1)
+    relay.release("holder")
+    waiter.join(5)
+    assert isinstance(waiter.result, Lease)
+    assert relay.denials.drain() == {}
+    assert results.count("exhausted") == 1
 
 
 def test_hung_up_client_is_never_given_the_seat(

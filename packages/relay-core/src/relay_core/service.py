@@ -454,6 +454,7 @@ class Relay:
         *,
         admit: Callable[[], None] | None = None,
         ticket: Ticket | None = None,
+        waits: bool = False,
     ) -> Lease:
         """Lease a free license to the node, or extend the lease it already holds in this pool.
 
@@ -464,6 +465,10 @@ class Relay:
         given, is called inside the transaction once a node without a lease has been given a new
         one (never for an extension, nor when no license is free); whatever it raises rolls the
         claim back, so an adapter can gate new seats (e.g. a rate limit).
+
+        A refusal for want of a seat counts once as a denial and an `exhausted` event, unless
+        the caller will wait for a seat (`waits`, or a retry holding a `ticket`): it then calls
+        `refused` once if its wait ends without one, so a claim that waited counts as one answer.
         """
         now = self._now()
         try:
@@ -474,11 +479,16 @@ class Relay:
             self.events.on_claim(pool, ClaimResult.CONFLICT)
             raise
         except NoLicensesAvailableError:
-            self.denials.record(pool, now)
-            self.events.on_claim(pool, ClaimResult.EXHAUSTED)
+            if not waits and ticket is None:
+                self.refused(pool)
             raise
         self.events.on_claim(pool, _CLAIM_RESULT[lease.status])
         return lease
+
+    def refused(self, pool: str | None) -> None:
+        """Count one claim answered "no licenses available" (see `claim`)."""
+        self.denials.record(pool, self._now())
+        self.events.on_claim(pool, ClaimResult.EXHAUSTED)
 
     def seats_freed(self, pool: str | AnyPool | None = ANY_POOL) -> None:
         """Tell the wait queue that seats of `pool` may be free; every use case that frees or

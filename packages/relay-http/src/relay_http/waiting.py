@@ -221,9 +221,8 @@ class WaitRoom:
         deadline, `WaitingFullError` when `max_waiting` requests are parked, and
         `WaitStoppedError` when the room closes (the server stops).
         """
-        gone = disconnected or _never
         try:
-            lease = self._relay.claim(fingerprint, pool, admit=admit)
+            lease = self._relay.claim(fingerprint, pool, admit=admit, waits=wait > 0)
         except NoLicensesAvailableError:
             if wait <= 0:
                 if applied is not None:
@@ -233,6 +232,24 @@ class WaitRoom:
             if applied is not None:
                 applied()
             return lease
+        try:
+            return self._park(fingerprint, pool, wait, disconnected, applied, environ, admit)
+        except NoLicensesAvailableError:
+            self._relay.refused(pool)  # one denial for the whole wait, however many retries
+            raise
+
+    def _park(
+        self,
+        fingerprint: str,
+        pool: str | None,
+        wait: int,
+        disconnected: Callable[[], bool] | None,
+        applied: Callable[[], None] | None,
+        environ: Mapping[str, Any] | None,
+        admit: Callable[[], None] | None,
+    ) -> Lease:
+        """Take a ticket and wait for the seat owed to it (see `claim`)."""
+        gone = disconnected or _never
         event = threading.Event()
         deadline = time.monotonic() + wait
         with self._lock:
