@@ -233,7 +233,15 @@ class WaitRoom:
                 applied()
             return lease
         try:
-            return self._park(fingerprint, pool, wait, disconnected, applied, environ, admit)
+            return self._park(
+                fingerprint,
+                pool,
+                wait,
+                disconnected=disconnected,
+                applied=applied,
+                environ=environ,
+                admit=admit,
+            )
         except NoLicensesAvailableError:
             self._relay.refused(pool)  # one denial for the whole wait, however many retries
             raise
@@ -243,6 +251,7 @@ class WaitRoom:
         fingerprint: str,
         pool: str | None,
         wait: int,
+        *,
         disconnected: Callable[[], bool] | None,
         applied: Callable[[], None] | None,
         environ: Mapping[str, Any] | None,
