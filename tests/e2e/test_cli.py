@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
+import subprocess
 import time
 from contextlib import closing
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 from relay_core.testing import tamper
 
-from .conftest import KEYGEN_LICENSE_1, KEYGEN_LICENSE_2, Workspace
+from .conftest import KEYGEN_LICENSE_1, KEYGEN_LICENSE_2, RELAY, Workspace, base_env
 
 
 def guids_listed(ws: Workspace, *args: str) -> list[str]:
@@ -373,7 +375,7 @@ def test_bad_add_inputs(seeded: Workspace, case: str) -> None:
         (["del", "--license", "nope"], "error: license nope not found"),
         (["del", "--license", "LICENSE", "--pool", "unknown"], "error: pool not found"),
         (["stat", "--license", "nope"], "error: license nope: license not found"),
-        (["ls", "--bogus"], "Error: unknown option: --bogus"),
+        (["ls", "--bogus"], "Error: unknown flag: --bogus"),
         (["serve", "--strategy", "x"], 'Error: invalid argument "x" for "--strategy" flag'),
         (
             ["serve", "--cull-interval", "0s"],
@@ -417,3 +419,29 @@ def test_database_path_that_is_not_a_database(ws: Workspace, kind: str) -> None:
     assert len(run.err_lines) == 1, run.err
     assert run.err.startswith("error: ")
     assert (target.read_bytes() if target.is_file() else None) == before
+
+
+def _close_stdout() -> None:
+    os.close(1)
+
+
+@pytest.mark.parametrize("args", [["version"], ["--version"], ["-v", "version"]])
+@pytest.mark.parametrize("stdout", ["full", "closed"])
+def test_version_on_an_unwritable_stdout(ws: Workspace, args: list[str], stdout: str) -> None:
+    """`relay version > /dev/full` and `relay version >&-`: one error line and exit 1, never a
+    traceback."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [RELAY, *args],
+            cwd=ws.root,
+            env=base_env(),
+            stdout=full if stdout == "full" else None,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            preexec_fn=None if stdout == "full" else _close_stdout,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: cannot write to stdout: ")
+    assert done.stderr.count("\n") == 1

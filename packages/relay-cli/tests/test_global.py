@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
+from pathlib import Path
 
 import pytest
 import relay_cli
@@ -69,12 +72,11 @@ def test_completion_scripts(cli: Cli, shell: str) -> None:
     ("args", "message"),
     [
         (("nosuch",), 'Error: unknown command "nosuch"'),
-        (("ls", "--foo"), "Error: unknown option: --foo"),
+        (("ls", "--foo"), "Error: unknown flag: --foo"),
         (("add", "--file"), "Error: "),
-        (("serve", "--port", "abc"), "Error: invalid value for --port"),
-        (("--database",), "Error: parameter --database requires an argument"),
+        (("serve", "--port", "abc"), 'Error: invalid argument "abc" for "-p, --port" flag'),
+        (("--database",), "Error: flag needs an argument: --database"),
         (("completion", "tcsh"), "Error: "),
-        (("ls", "junk"), "Error: unexpected argument(s): junk"),
     ],
 )
 def test_usage_errors_are_one_line(
@@ -176,3 +178,124 @@ def test_global_flags_work_after_the_command(cli: Cli) -> None:
     """`relay ls --database x` works like `relay --database x ls` (persistent flags)."""
     cli("ls", "--database", "after.sqlite", "--no-audit")
     assert cli.opened[0][0] == "after.sqlite"
+
+
+@pytest.mark.parametrize("stdout", ["/dev/full", None], ids=["full", "closed"])
+@pytest.mark.parametrize(
+    "args", [["version"], ["--version"], ["-v", "version"], ["-v", "--version"]]
+)
+def test_version_on_an_unwritable_stdout_is_one_line(
+    stdout: object,
+    args: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`relay version > /dev/full` (or with stdout closed) is one `error:` line and exit 1."""
+    from relay_cli.app import main
+
+    with contextlib.ExitStack() as stack:
+        stream = None if stdout is None else stack.enter_context(open(stdout, "w"))
+        monkeypatch.setattr("sys.stdout", stream)
+        with pytest.raises(SystemExit) as exited:
+            main(args)
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write to stdout: ")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("ls", "-x"), "Error: unknown shorthand flag: 'x' in -x\n"),
+        (("add", "--file"), "Error: flag needs an argument: --file\n"),
+        (("serve", "-p"), "Error: flag needs an argument: 'p' in -p\n"),
+        (("serve", "-p", "abc"), 'Error: invalid argument "abc" for "-p, --port" flag: '),
+        (("logs", "--limit", "abc"), 'Error: invalid argument "abc" for "--limit" flag: '),
+        (("ls", "--plain=maybe"), 'Error: invalid argument "maybe" for "--plain" flag: '),
+        (("--verbose=abc", "ls"), 'Error: invalid argument "abc" for "-v, --verbose" flag: '),
+        (("serve", "--threads", "1e3"), 'Error: invalid argument "1e3" for "--threads" flag: '),
+        (("foo",), "Error: unknown command \"foo\" for \"relay\". Run 'relay --help' for usage.\n"),
+        (("db", "bogus"), 'Error: unknown command "bogus" for "relay db". '),
+        (("add", "--version"), "Error: unknown flag: --version\n"),
+        (("db", "copy", "--version"), "Error: unknown flag: --version\n"),
+        (("ls", "junk", "--foo"), "Error: unknown flag: --foo\n"),
+    ],
+)  # fmt: skip
+def test_parse_errors_use_pflag_wording(
+    args: tuple[str, ...],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """cobra/pflag's messages (spec §1.1), one line, exit 1, no database created."""
+    monkeypatch.chdir(tmp_path)
+    code = run(args)
+    captured = capsys.readouterr()
+    assert (code, captured.out) == (1, "")
+    assert captured.err.startswith(message)
+    assert captured.err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_command_ignores_extra_words(cli: Cli) -> None:
+    """`relay add junk --file ...` works: subcommands accept and ignore extra arguments."""
+    path, key = cli.license("a")
+    result = cli("add", "junk", "--file", path, "--key", key, "--public-key", cli.writer.public_key)
+    assert (result.code, result.err) == (0, "")
+    assert len(cli.guids()) == 1
+
+
+def test_the_last_of_a_repeated_flag_wins(cli: Cli) -> None:
+    """`--port 1 --port 2` is port 2, as pflag does; -v still counts every occurrence."""
+    result = cli("serve", "--port", "1", "--port", "2", "--print-config")
+    assert result.code == 0
+    assert "port = 2\n" in result.out
+    cli("--database", "a.sqlite", "--database", "b.sqlite", "ls")
+    assert cli.opened[-1][0] == "b.sqlite"
+
+
+def test_completion_knows_boolean_flags_and_strategies(
+    cli: Cli, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Boolean flags take no value in the bash script (so `relay --no-audit l<TAB>` completes),
+    and `serve --strategy <TAB>` offers fifo, lifo and rand."""
+    script = cli("completion", "bash").out
+    line = next(line for line in script.splitlines() if "options_with_values=" in line)
+    for flag in ("--no-audit", "--no-heartbeats", "--no-metrics", "--plain"):
+        assert f" {flag} " not in line
+    assert run(["__complete", "serve", "--strategy", ""]) == 0
+    assert capsys.readouterr().out.split()[-3:] == ["fifo", "lifo", "rand"]
+
+
+@pytest.mark.parametrize(
+    ("command", "flags"),
+    [
+        (("add",), ("--file", "--key", "--public-key")),
+        (("del",), ("--license",)),
+        (("stat",), ("--license",)),
+        (("release",), ("--fingerprint",)),
+        (("signing-key", "new"), ("--out",)),
+        (("lock", "build"), ("--public-key", "--fingerprint", "--output")),
+    ],
+)
+def test_help_marks_required_flags(
+    cli: Cli, command: tuple[str, ...], flags: tuple[str, ...]
+) -> None:
+    """Like `db copy --help`, each required flag says so (its help text ends in [required...])."""
+    out = cli(*command, "--help").out
+    entries = re.split(r"\n│ (?=-)", out)
+    for flag in flags:
+        entry = next(e for e in entries if e.startswith(flag + " "))
+        assert "[required" in entry, entry
+
+
+def test_help_for_an_unknown_subcommand(cli: Cli) -> None:
+    """`relay help db bogus` is an error like `relay help foo`, not the db help."""
+    result = cli("help", "db", "bogus")
+    assert (result.code, result.out, result.err) == (
+        1,
+        "",
+        'Error: unknown command "bogus" for "relay db"\n',
+    )

@@ -234,7 +234,7 @@ def test_locked_add_uses_the_locked_key_and_has_no_public_key_flag(locked: Cli) 
     assert (result.code, result.err) == (0, "")
     assert len(locked.guids()) == 1
     rejected = locked("add", "--file", path, "--key", key, "--public-key", locked.writer.public_key)
-    assert (rejected.code, rejected.err) == (1, "Error: unknown option: --public-key\n")
+    assert (rejected.code, rejected.err) == (1, "Error: unknown flag: --public-key\n")
     assert "--public-key" not in locked("add", "--help").out
 
 
@@ -364,7 +364,8 @@ def test_pinned_serve_flags_are_removed(locked: Cli) -> None:
     ):
         result = locked("serve", *args)
         assert result.code == 1
-        assert result.err.startswith("Error: unknown option: " + args[0])
+        assert result.err.startswith("Error: unknown ")  # pflag: flag, or shorthand flag
+        assert args[0] in result.err
     assert locked.opened == []
 
 
@@ -473,7 +474,7 @@ def test_lock_build_writes_an_installable_wheel(cli: Cli) -> None:
         ((), 'Error: required flag(s) "fingerprint", "output", "public-key" not set'),
         (("--public-key", "abc"), 'Error: invalid public key "abc": expected 64 hex digits'),
         (("--port", "0"), "Error: invalid port 0: expected an integer from 1 to 65535"),
-        (("--port", "http"), "Error: invalid value for --port"),
+        (("--port", "http"), 'Error: invalid argument "http" for "--port" flag'),
         (("--ip", "fe80::1"), 'Error: invalid ip "fe80::1": expected an IPv4 address'),
         (("--platform", "Linux/AMD64"), 'Error: invalid platform "Linux/AMD64"'),
     ],

@@ -183,7 +183,7 @@ def test_locked_add_has_no_public_key_file_flag(cli: Cli) -> None:
     """A node lock pins the key: --public-key-file is as unknown as --public-key."""
     cli.lock = LockConfig(public_key=cli.writer.public_key, fingerprint=FINGERPRINT)
     result = cli("add", "--public-key-file", "pub.pem", "--file", "x", "--key", "y")
-    assert (result.code, result.err) == (1, "Error: unknown option: --public-key-file\n")
+    assert (result.code, result.err) == (1, "Error: unknown flag: --public-key-file\n")
 
 
 @pytest.mark.parametrize("how", ["flag", "file"])

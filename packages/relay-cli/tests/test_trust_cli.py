@@ -141,7 +141,7 @@ def test_lock_build_bakes_the_signing_key_and_serve_loses_the_flag(
     cli.machine = this_machine()
     assert "--signing-key-file" not in cli("serve", "--help").out
     assert cli("serve", "--signing-key-file", "x").err.startswith(
-        "Error: unknown option: --signing-key-file"
+        "Error: unknown flag: --signing-key-file"
     )
     with pytest.raises(LockConfigError, match="invalid signing-key"):
         LockConfig.from_values({**values, "signing_key": "not a key"})

@@ -24,7 +24,7 @@ from relay_core import StorageError
 )
 def test_split_csv(values: list[str], expected: list[str]) -> None:
     """Each occurrence is one CSV record; quotes protect commas; spaces are kept; "" adds nothing."""
-    assert split_csv(values) == expected
+    assert split_csv(values, "--file") == expected
 
 
 def test_env_rules() -> None:

@@ -9,12 +9,35 @@ for the `+node-locked` suffix; a one-file build adds its platform and glibc floo
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__
 
-__all__ = ["describe_build", "main"]
+__all__ = ["describe_build", "main", "write_stdout"]
+
+
+def write_stdout(text: str) -> bool:
+    """Write and flush `text`; when stdout cannot take it (``> /dev/full``, closed with
+    ``>&-``), say so in one `error:` line on stderr and return False instead of a traceback.
+    A reader that went away (``relay version | true``) is not an error: stop quietly."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except (OSError, AttributeError, ValueError) as exc:  # AttributeError: stdout is None
+        reason = exc.strerror if isinstance(exc, OSError) else None
+        try:  # what is still buffered must not fail again, with a traceback, at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, AttributeError, ValueError):
+            pass
+        if isinstance(exc, BrokenPipeError):
+            return True
+        if sys.stderr is not None:
+            sys.stderr.write(f"error: cannot write to stdout: {reason or 'it is closed'}\n")
+        return False
+    return True
 
 
 def describe_build() -> None:
@@ -40,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.stderr.write(f"Error: failed to unlock relay: {exc}\n")
             raise SystemExit(1) from None
         text = version_string(__version__, None if lock is None else lock.fingerprint)
-        sys.stdout.write(text + "\n" if args == ["version"] else f"relay version {text}\n")
+        if not write_stdout(text + "\n" if args == ["version"] else f"relay version {text}\n"):
+            raise SystemExit(1)
         describe_build()
         raise SystemExit(0)
 

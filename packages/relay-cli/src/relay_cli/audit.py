@@ -6,21 +6,23 @@ node fingerprints and pool names.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Annotated
 
 import attrs
 from cyclopts import Parameter
 
-from .durations import DurationError, parse_duration
 from .runtime import Runtime, UsageError
 from .tables import Layout, choose_layout, render, rfc3339
-from .values import split_csv
+from .timeflags import parse_moment
+from .values import UnsetFlag, split_csv
 
 __all__ = ["AUDIT_HEADERS", "EVENT_NAMES", "logs", "parse_since"]
 
 AUDIT_HEADERS = ("id", "created_at", "event", "entity", "pool")
+
+MAX_LIMIT = 2**63 - 1
+"""The largest SQLite INTEGER: a bigger --limit cannot be passed to the query."""
 
 
 @attrs.frozen
@@ -51,34 +53,14 @@ EVENT_NAMES = (
 )
 """The event labels of Keygen Relay's `event_types` table (kept here so help needs no core import)."""
 
-_DIGITS = re.compile(r"^\d+$")
-
 
 def parse_since(text: str, now: float) -> int:
-    """A point in time from ``2025-12-05T16:49:12Z``, ``2025-12-05``, Unix seconds, or a Go
-    duration meaning "that long ago" (``1h30m``)."""
-    if _DIGITS.match(text):
-        return int(text)
-    try:
-        return int(now - parse_duration(text))
-    except DurationError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f'invalid argument "{text}" for "--since" flag: expected an RFC 3339 time, '
-            "a date, Unix seconds or a duration such as 1h"
-        ) from None
-    if moment.tzinfo is None:
-        from datetime import UTC
-
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
+    """``--since``: the forms `relay report` takes (`relay_cli.timeflags.parse_moment`)."""
+    return parse_moment(text, now, "--since")
 
 
 def _events(values: list[str] | None) -> list[str]:
-    names = split_csv(values or [])
+    names = split_csv(values or [], "--event")
     for name in names:
         if name not in EVENT_NAMES:
             choices = ", ".join(EVENT_NAMES)
@@ -94,7 +76,7 @@ def logs(
     pool: str | None = None,
     event: Annotated[list[str] | None, Parameter(negative="")] = None,
     since: str | None = None,
-    plain: Annotated[bool | None, Parameter(negative="")] = None,
+    plain: UnsetFlag = None,
     as_json: Annotated[bool, Parameter(name="--json", negative="")] = False,
     runtime: Annotated[Runtime, Parameter(parse=False)],
 ) -> int:
@@ -109,14 +91,15 @@ def logs(
     event
         only these events, e.g. license.leased,node.culled (repeatable; comma-separated)
     since
-        only entries at or after this time: RFC 3339, a date, Unix seconds, or a duration ago (1h)
+        only entries at or after this time: a date (2026-11-01, UTC), a date-time, Unix
+        seconds, or a duration ago (1h, 30d)
     plain
         display the table in plain text format [$RELAY_PLAIN=1]; the default off a terminal
     as_json
         print a JSON array instead of a table
     """
-    if limit < 1:
-        raise UsageError(f'invalid argument "{limit}" for "--limit" flag: must be at least 1')
+    if not 1 <= limit <= MAX_LIMIT:
+        raise UsageError(f'invalid argument "{limit}" for "--limit" flag: must be 1-{MAX_LIMIT}')
     names = _events(event)
     cutoff = parse_since(since, runtime.clock.now()) if since is not None else None
 

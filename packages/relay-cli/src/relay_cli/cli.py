@@ -22,6 +22,12 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from cyclopts import App, CycloptsError, Parameter, UnusedCliTokensError
+from cyclopts.exceptions import (
+    CoercionError,
+    MissingArgumentError,
+    UnknownCommandError,
+    UnknownOptionError,
+)
 
 from . import __version__
 from .audit import logs
@@ -37,7 +43,7 @@ from .report import report
 from .runtime import Runtime, Settings, UsageError, parse_pragmas
 from .server import serve
 from .trust import signing_key_app
-from .values import env_bool, env_str
+from .values import UnsetFlag, env_bool, env_str
 
 if TYPE_CHECKING:
     from relay_core.ports import Clock
@@ -51,12 +57,58 @@ log = logging.getLogger("relay.cli")
 
 HELP = """relay is a small command line utility that distributes license files to nodes on a local network
 
-Keygen Relay CLI, version {version}."""
+Keygen Relay CLI, version {version} (`relay --version` prints it)."""
+
+
+def _flag_names(names: Iterable[str]) -> str:
+    """pflag's way to name a flag in messages: ``-p, --port``."""
+    return ", ".join(sorted(names, key=lambda name: (name.startswith("--"), name)))
+
+
+def _unknown_flag(word: str) -> str:
+    """pflag's ``unknown flag: --foo`` / ``unknown shorthand flag: 'x' in -x``."""
+    word = word.partition("=")[0]
+    if word.startswith("--") or len(word) < 2:
+        return f"unknown flag: {word}"
+    return f"unknown shorthand flag: {word[1]!r} in {word}"
+
+
+def _pflag_message(exc: CycloptsError) -> str | None:
+    """cobra/pflag's wording for a parse error (spec §1.1), or None to keep cyclopts' own."""
+    if isinstance(exc, UnknownCommandError) and exc.unused_tokens:
+        chain = " ".join(["relay", *(exc.command_chain or ())])
+        suggestion = str(exc).partition(" Did you mean ")[2].partition(" Available")[0]
+        hint = f" Did you mean {suggestion}" if suggestion else ""
+        return f'unknown command "{exc.unused_tokens[0]}" for "{chain}".{hint} Run \'relay --help\' for usage.'
+    if isinstance(exc, UnknownOptionError):
+        return _unknown_flag(exc.token.keyword or exc.token.value)
+    if isinstance(exc, MissingArgumentError) and type(exc) is MissingArgumentError:
+        word = (
+            exc.keyword
+            or next((t.keyword for t in reversed(exc.argument.tokens) if t.keyword), None)
+            if exc.argument
+            else exc.keyword
+        )
+        if word and exc.argument is not None and exc.argument.token_count()[0] == 1:
+            shorthand = not word.startswith("--")
+            return f"flag needs an argument: {f'{word[1]!r} in ' if shorthand else ''}{word}"
+        return None
+    if isinstance(exc, CoercionError) and exc.token and exc.token.keyword and exc.argument:
+        reason = (str(exc).partition(": ")[2] or str(exc)).removesuffix(".")
+        return (
+            f'invalid argument "{exc.token.value}" for "{_flag_names(exc.argument.names)}" '
+            f"flag: {reason}"
+        )
+    return None
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, CycloptsError):
+        exc.verbose = False  # no developer preamble (signature, tokens) in a user's error line
     if isinstance(exc, UnusedCliTokensError) and exc.unused_tokens:
         return "unexpected argument(s): " + " ".join(exc.unused_tokens)
+    if isinstance(exc, CycloptsError) and (message := _pflag_message(exc)) is not None:
+        return message
     text = " ".join(str(exc).split()).partition(" Available commands:")[0]
     if text[:1].isupper() and not text[1:2].isupper():
         text = text[0].lower() + text[1:]
@@ -159,8 +211,8 @@ def create_app(
     app = App(
         name="relay",
         help=HELP.format(version=full_version),
-        version=f"relay version {full_version}",
-        version_format="plaintext",
+        version_flags=[],  # --version is the launcher's, so that only the root takes it
+        default_parameter=Parameter(allow_repeating=True),  # pflag: the last --port 1 --port 2 wins
         exit_on_error=False,
         print_error=False,
         help_on_error=False,
@@ -192,13 +244,17 @@ def create_app(
         *tokens: Annotated[str, Parameter(show=False, allow_leading_hyphen=True)],
         database: str | None = None,
         verbose: Annotated[
-            int, Parameter(name=["--verbose", "-v"], count=True, show_default=False)
+            int,  # allow_repeating=None: every -v counts, the app's "last wins" is not for it
+            Parameter(
+                name=["--verbose", "-v"], count=True, show_default=False, allow_repeating=None
+            ),
         ] = 0,
-        no_audit: Annotated[bool | None, Parameter(negative="")] = None,
+        no_audit: UnsetFlag = None,
         no_color: Annotated[bool, Parameter(negative="", show_default=False)] = False,
         pragma: Annotated[list[str] | None, Parameter(negative="")] = None,
         node_locked_machine_file_path: str | None = None,
         node_locked_license_key: str | None = None,
+        version: Annotated[bool, Parameter(negative="", show=False)] = False,
     ) -> int:
         """Global flags, shared by every command.
 
@@ -223,10 +279,23 @@ def create_app(
         """
         env = os.environ if environ is None else environ
         out = Output(color=color_wanted(env, no_color=no_color))
+        if version:  # root only, as cobra's: `relay add --version` is an unknown flag
+            if tokens:
+                out.fatal("unknown flag: --version")
+                return 1
+            from .app import write_stdout
+
+            return 0 if write_stdout(f"relay version {full_version}\n") else 1
         log_color = not no_color and not env.get("NO_COLOR") and _is_terminal(sys.stderr)
         configure_logging(verbose, env, color=log_color)
         try:
-            command, bound, ignored = app.parse_args(tokens)
+            # Extra words after a command are ignored, as cobra's commands do (spec §1.1);
+            # an unknown flag among them is still an error.
+            command, bound, unused, ignored = app.parse_known_args(tokens)
+            flag = next((word for word in unused if word.startswith("-") and word != "-"), None)
+            if flag is not None:
+                out.fatal(_unknown_flag(flag))
+                return 1
         except (CycloptsError, UsageError) as exc:
             out.fatal(_one_line(exc))
             return 1
@@ -310,9 +379,10 @@ def create_app(
 def version_command(text: str) -> Callable[[], int]:
     def version() -> int:
         """print the current relay version"""
-        sys.stdout.write(text + "\n")
-        from .app import describe_build
+        from .app import describe_build, write_stdout
 
+        if not write_stdout(text + "\n"):
+            return 1
         describe_build()
         return 0
 
@@ -345,9 +415,14 @@ def help_command(app: App) -> Callable[..., int]:
         command
             the command to describe (default: all of them)
         """
-        if command and command[0] not in app:
-            raise UsageError(f'unknown command "{command[0]}" for "relay"')
-        app.help_print(list(command))
+        group, path = app, ["relay"]
+        for name in command:
+            if group.default_command is not None:  # a leaf: later words are ignored (spec §1.1)
+                break
+            if name not in group:
+                raise UsageError(f'unknown command "{name}" for "{" ".join(path)}"')
+            group, path = group[name], [*path, name]
+        app.help_print(path[1:])
         return 0
 
     return help_
@@ -367,7 +442,8 @@ def run(argv: Iterable[str] | None = None, *, launcher: App | None = None) -> in
                 Output().fatal(f"failed to unlock relay: {exc}")
                 return 1
         result = launcher(tokens, result_action="return_value")
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None: started with stdout closed (`relay version >&-`)
+            sys.stdout.flush()
     except (CycloptsError, UsageError) as exc:
         Output().fatal(_one_line(exc))
         return 1

@@ -32,6 +32,8 @@ import attrs
 from relay_core import RelayError
 
 from .durations import DurationError, format_duration, parse_duration
+from .files import FileError, read_text
+from .server import MAX_CULL_INTERVAL, MAX_TTL, MAX_WAIT, MIN_TTL
 
 if TYPE_CHECKING:
     import cattrs
@@ -107,11 +109,21 @@ def _at_least_one(instance: object, attribute: attrs.Attribute[Any], value: int 
         raise InvalidKeyError(attribute.name, f"must be at least 1, got {value}")
 
 
-def _min_duration(seconds: float) -> Any:
+def _duration_within(least: float, most: float) -> Any:
+    """A duration key from `least` (0: must be positive) to `most`, as the flag's rule."""
+
     def check(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
-        if value is not None and parse_duration(value) < seconds:
-            least = format_duration(seconds)
-            raise InvalidKeyError(attribute.name, f'must be at least {least}, got "{value}"')
+        if value is None:
+            return
+        seconds = parse_duration(value)
+        if least and seconds < least:
+            shown = format_duration(least)
+            raise InvalidKeyError(attribute.name, f'must be at least {shown}, got "{value}"')
+        if not least and seconds <= 0:
+            raise InvalidKeyError(attribute.name, f'must be positive, got "{value}"')
+        if seconds > most:
+            shown = format_duration(most)
+            raise InvalidKeyError(attribute.name, f'must be at most {shown}, got "{value}"')
 
     return check
 
@@ -119,11 +131,6 @@ def _min_duration(seconds: float) -> Any:
 def _not_negative(instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
     if value is not None and value < 0:
         raise InvalidKeyError(attribute.name, f"must not be negative, got {value}")
-
-
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
-    if value is not None and parse_duration(value) <= 0:
-        raise InvalidKeyError(attribute.name, f'must be positive, got "{value}"')
 
 
 @attrs.frozen(kw_only=True)
@@ -134,12 +141,16 @@ class ServeFile:
     port: int | None = setting(env="RELAY_PORT", validator=_port)
     signing_secret: str | None = setting(env="RELAY_SIGNING_SECRET", secret=True)
     signing_secret_file: str | None = setting()  # read into RELAY_SIGNING_SECRET by file_environ
-    ttl: Duration | None = setting(env="RELAY_LEASE_TTL", validator=_min_duration(30))  # noqa: RUF009
+    ttl: Duration | None = setting(  # noqa: RUF009
+        env="RELAY_LEASE_TTL", validator=_duration_within(MIN_TTL, MAX_TTL)
+    )
     no_heartbeats: bool | None = setting(
         env="RELAY_NO_HEARTBEATS", option="heartbeats", invert=True
     )
     strategy: Literal["fifo", "lifo", "rand"] | None = setting(env="RELAY_STRATEGY")
-    cull_interval: Duration | None = setting(env="RELAY_CULL_INTERVAL", validator=_positive)  # noqa: RUF009
+    cull_interval: Duration | None = setting(  # noqa: RUF009
+        env="RELAY_CULL_INTERVAL", validator=_duration_within(0, MAX_CULL_INTERVAL)
+    )
     pool: str | None = setting(env="RELAY_POOL")
     threads: int | None = setting(env="RELAY_THREADS", validator=_at_least_one)
     admin_token: str | None = setting(env="RELAY_ADMIN_TOKEN", secret=True)
@@ -181,6 +192,8 @@ def _wait_seconds(value: object, _: type) -> WaitSeconds:
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
             raise ValueError(f"must not be negative, got {value}")
+        if value > MAX_WAIT:
+            raise ValueError(f"must be at most {MAX_WAIT}, got {value}")
         return WaitSeconds(str(value))
     if not isinstance(value, str):
         raise TypeError(f'expected seconds or a duration string like "1m", got {_shown(value)}')
@@ -190,6 +203,8 @@ def _wait_seconds(value: object, _: type) -> WaitSeconds:
         raise ValueError(f'invalid duration "{value}"') from None
     if seconds < 0 or seconds != int(seconds):
         raise ValueError(f'must be whole seconds and not negative, got "{value}"')
+    if seconds > MAX_WAIT:
+        raise ValueError(f'must be at most {format_duration(MAX_WAIT)}, got "{value}"')
     return WaitSeconds(value)
 
 
@@ -267,14 +282,12 @@ def _message(error: BaseException) -> str:
 def load_config(path: str, converter: cattrs.Converter) -> ServeFile:
     """Read and check the file; `ConfigError` naming the file and the key."""
     label = path
+    if not Path(path).exists():
+        raise ConfigError(f"{label}: no such file")
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{label}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"{label}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{label}: not UTF-8 text") from None
+        data = tomllib.loads(read_text(path))
+    except FileError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{label}: invalid TOML: {exc}") from None
     strategy = data.get("strategy")
@@ -312,10 +325,9 @@ def file_environ(config: ServeFile, path: str) -> dict[str, str]:
             raise ConfigError(f"{path}: {field.name}: {reason}: {named}")
     if config.signing_secret_file is not None and config.signing_secret is None:
         try:
-            secret = Path(config.signing_secret_file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "cannot be read"
-            raise ConfigError(f"{path}: signing_secret_file: {reason}") from None
+            secret = read_text(config.signing_secret_file).strip()
+        except FileError as exc:
+            raise ConfigError(f"{path}: signing_secret_file: {exc}") from None
         if not secret:
             raise ConfigError(f"{path}: signing_secret_file: the file is empty")
         layer["RELAY_SIGNING_SECRET"] = secret

@@ -27,6 +27,8 @@ __all__ = [
 MAGIC = b"\n#relay-embedded-lock-v1 "
 _LENGTH_DIGITS = 12
 FOOTER_SIZE = len(MAGIC) + _LENGTH_DIGITS + 1
+MAX_BINARY_BYTES = 256 * 1024 * 1024
+"""A one-file relay is some 25 MB; the cap only keeps `--binary /dev/zero` from eating memory."""
 BUILD_MARKER = (
     b"relay-build.txt"  # a name in every PyInstaller build of relay (packaging/relay.spec)
 )
@@ -149,11 +151,12 @@ def _lock_from_wheel(wheel: str) -> EmbeddedLock:
 def unlocked_build(executable: os.PathLike[str] | str) -> bytes:
     """The bytes of `executable`, checked to be an unlocked one-file relay."""
     source = os.fspath(executable)
+    from .files import FileError, read_bytes
+
     try:
-        with open(source, "rb") as handle:
-            binary = handle.read()
-    except OSError as exc:
-        raise EmbedError(f"cannot read {source}: {exc.strerror or exc}") from None
+        binary = read_bytes(source, limit=MAX_BINARY_BYTES)
+    except FileError as exc:
+        raise EmbedError(f"cannot read {source}: {exc}") from None
     if not binary.startswith(b"\x7fELF") or BUILD_MARKER not in binary:
         raise EmbedError(f"{source} is not a one-file relay (build one with ./dev dist)")
     if binary[-FOOTER_SIZE:].startswith(MAGIC):

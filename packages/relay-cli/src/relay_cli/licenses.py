@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import Parameter
 
+from .files import FileError, check_regular_file
 from .publickey import PublicKeyFileFlag, PublicKeyFlag, resolve_public_key
 from .runtime import Runtime, UsageError
 from .tables import Layout, choose_layout, render, rfc3339
-from .values import env_str, split_csv
+from .values import UnsetFlag, env_str, split_csv
 
 if TYPE_CHECKING:
     from relay_core import License, Relay
@@ -39,6 +40,22 @@ def require(**flags: object) -> None:
         raise UsageError(f"required flag(s) {names} not set")
 
 
+MAX_LICENSE_FILE = 1024 * 1024
+"""A Keygen license file is a few KB; a larger "license" is the wrong file."""
+
+
+def _unusable_files(paths: Sequence[str]) -> list[str]:
+    """One message per path that names a device, a FIFO, a directory or a huge file (relay-core
+    reads the path whole, so it must not be given one), in relay-core's wording."""
+    messages = []
+    for path in dict.fromkeys(paths):
+        try:
+            check_regular_file(path, limit=MAX_LICENSE_FILE)
+        except FileError as exc:
+            messages.append(f"failed to read license file: read {path}: {exc}")
+    return messages
+
+
 def add(
     *,
     file: Annotated[list[str] | None, Parameter(negative="")] = None,
@@ -56,12 +73,13 @@ def add(
     Parameters
     ----------
     file
-        path to a signed and encrypted license file (repeatable; comma-separated)
+        path to a signed and encrypted license file (repeatable; comma-separated) [required]
     key
-        license key for decryption, one per --file (repeatable; comma-separated)
+        license key for decryption, one per --file (repeatable; comma-separated) [required]
     public_key
         your keygen.sh public key for verification: Ed25519 hex or RSA PEM, e.g.
-        "$(cat pub.pem)" [$RELAY_PUBLIC_KEY]
+        "$(cat pub.pem)" [$RELAY_PUBLIC_KEY] [required unless --public-key-file or a variable
+        gives it]
     pool
         pool to add the license to [$RELAY_POOL=prod]
     public_key_file
@@ -75,7 +93,7 @@ def add(
         public_key = resolve_public_key(public_key, public_key_file, env)
     require(file=file, key=key, public_key=public_key)
     assert public_key is not None
-    files, keys = split_csv(file or []), split_csv(key or [])
+    files, keys = split_csv(file or [], "--file"), split_csv(key or [], "--key")
     if len(files) != len(keys):
         from relay_core import RelayError
 
@@ -86,7 +104,14 @@ def add(
     pool = pool if pool is not None else env_str(env, "RELAY_POOL")
 
     from relay_core import BulkError
+    from relay_core.keygen import KeygenVerifier
 
+    KeygenVerifier(public_key.strip())  # a bad key is reported before the database is created
+    unusable = _unusable_files(files)
+    for message in unusable:
+        runtime.out.error(message)
+    if unusable:
+        return 1
     relay = runtime.relay()
     try:
         added = relay.add_licenses(
@@ -118,12 +143,12 @@ def delete(
     Parameters
     ----------
     license
-        license ID to remove (repeatable; comma-separated)
+        license ID to remove (repeatable; comma-separated) [required]
     pool
         only match licenses in this pool
     """
     require(license=license)
-    guids = list(dict.fromkeys(split_csv(license or [])))
+    guids = list(dict.fromkeys(split_csv(license or [], "--license")))
     if not guids:
         return 0
 
@@ -193,7 +218,7 @@ def _show(
 
 def ls(
     *,
-    plain: Annotated[bool | None, Parameter(negative="")] = None,
+    plain: UnsetFlag = None,
     as_json: Annotated[bool, Parameter(name="--json", negative="")] = False,
     pool: str | None = None,
     runtime: Injected,
@@ -222,7 +247,7 @@ def ls(
 def stat(
     *,
     license: str | None = None,
-    plain: Annotated[bool | None, Parameter(negative="")] = None,
+    plain: UnsetFlag = None,
     as_json: Annotated[bool, Parameter(name="--json", negative="")] = False,
     runtime: Injected,
 ) -> int:
@@ -231,7 +256,7 @@ def stat(
     Parameters
     ----------
     license
-        license ID to print stats for
+        license ID to print stats for [required]
     plain
         display the table in plain text format [$RELAY_PLAIN=1]; the default off a terminal
     as_json

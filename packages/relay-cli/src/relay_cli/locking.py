@@ -12,7 +12,6 @@ import ipaddress
 import logging
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -279,12 +278,6 @@ def _record(dataset: Mapping[str, Any]) -> MachineRecord:
     )
 
 
-def _os_error(path: str, exc: OSError) -> str:
-    """Go's `os.ReadFile` wording: ``open <path>: no such file or directory``."""
-    reason = (exc.strerror or str(exc)).lower()
-    return f"open {path}: {reason}"
-
-
 def unlock(
     lock: LockConfig,
     *,
@@ -321,12 +314,14 @@ def unlock(
         raise UnlockError(f"machine could not determine fingerprint: {exc}") from None
     if fingerprint != lock.fingerprint:
         raise UnlockError("machine file fingerprint mismatch")
+    from .files import FileError, read_bytes
+
     try:
-        raw = Path(machine_file_path).read_bytes()
-    except OSError as exc:
-        raise UnlockError(
-            f"machine file could not be read: {_os_error(machine_file_path, exc)}"
-        ) from None
+        raw = read_bytes(machine_file_path)
+    except FileError as exc:
+        # Go's `os.ReadFile` wording: ``open <path>: no such file or directory``.
+        reason = f"open {machine_file_path}: {str(exc).lower()}"
+        raise UnlockError(f"machine file could not be read: {reason}") from None
 
     from relay_core.errors import RelayError
     from relay_core.keygen import verify_machine_file

@@ -114,9 +114,9 @@ def build(
     ----------
     public_key
         your Keygen account's public key, Ed25519 hex or RSA PEM (e.g. "$(cat pub.pem)");
-        verifies machine and license files
+        verifies machine and license files [required, or --public-key-file]
     fingerprint
-        the machine's fingerprint, as `relay fingerprint` prints it there
+        the machine's fingerprint, as `relay fingerprint` prints it there [required]
     platform
         lock to this platform in Go's names, e.g. linux/amd64
     hostname
@@ -132,7 +132,7 @@ def build(
     signing_key_file
         force `serve` to sign responses with this Ed25519 key (from `relay signing-key new`) and remove --signing-key-file; the key is stored in the wheel
     output
-        directory to write the wheel into (created if missing)
+        directory to write the wheel into (created if missing) [required]
     public_key_file
         read the public key (Ed25519 hex or RSA PEM) from this file instead of --public-key
     binary

@@ -17,7 +17,7 @@ from .licenses import Injected, require
 from .runtime import UsageError
 from .server import resolve_ttl
 from .tables import choose_layout, render, rfc3339
-from .values import env_str
+from .values import UnsetFlag, env_str
 
 if TYPE_CHECKING:
     from relay_core import ActiveLease
@@ -51,7 +51,7 @@ def leases(
     *,
     pool: str | None = None,
     ttl: Annotated[str | None, Parameter(name=["--ttl", "-t"])] = None,
-    plain: Annotated[bool | None, Parameter(negative="")] = None,
+    plain: UnsetFlag = None,
     as_json: Annotated[bool, Parameter(name="--json", negative="")] = False,
     runtime: Injected,
 ) -> int:
@@ -65,7 +65,7 @@ def leases(
     pool
         only leases of this pool (default: every pool) [$RELAY_POOL=prod]
     ttl
-        the server's time-to-live, to compute expires_at: at least 30s (default 1m0s)
+        the server's time-to-live, to compute expires_at: 30s to 87600h (default 1m0s)
         [$RELAY_LEASE_TTL=60s]
     plain
         display the table in plain text format [$RELAY_PLAIN=1]; the default off a terminal
@@ -102,12 +102,13 @@ def release(
     Parameters
     ----------
     fingerprint
-        the node whose lease to end
+        the node whose lease to end [required]
     pool
         only if its lease is in this pool
     """
     require(fingerprint=fingerprint)
-    assert fingerprint is not None
+    if not fingerprint:
+        raise UsageError('invalid argument "" for "--fingerprint" flag: a fingerprint is required')
     freed = runtime.relay().force_release(fingerprint, pool or None)
     runtime.out.success(f"lease released successfully: {freed.guid} (node {fingerprint})")
     return 0
@@ -116,16 +117,12 @@ def release(
 def read_secret_file(path: str, flag: str) -> str:
     """The secret in a file (e.g. a mounted Kubernetes secret), without surrounding whitespace;
     `UsageError` when it cannot be read or is empty."""
-    from pathlib import Path
+    from .files import FileError, read_text
 
     try:
-        text = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise UsageError(
-            f'invalid argument "{path}" for "{flag}" flag: {exc.strerror or exc}'
-        ) from None
-    except UnicodeDecodeError:
-        raise UsageError(f'invalid argument "{path}" for "{flag}" flag: not UTF-8 text') from None
+        text = read_text(path).strip()
+    except FileError as exc:
+        raise UsageError(f'invalid argument "{path}" for "{flag}" flag: {exc}') from None
     if not text:
         raise UsageError(f'invalid argument "{path}" for "{flag}" flag: the file is empty')
     return text

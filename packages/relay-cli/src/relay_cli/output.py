@@ -12,11 +12,21 @@ from typing import TextIO
 
 import attrs
 
-__all__ = ["Output", "color_wanted"]
+__all__ = ["Output", "color_wanted", "printable"]
 
 _BOLD_GREEN = "\x1b[1;32m"
 _BOLD_RED = "\x1b[1;31m"
 _RESET = "\x1b[0m"
+
+
+def printable(text: str) -> str:
+    """`text` with each non-printable character (line breaks, ANSI escapes, bidi overrides)
+    written as Python escapes it (``\\n``, ``\\x1b``, ``\\u202e``), so that a value a network
+    client chose (a node fingerprint) cannot forge table rows or drive the terminal; ordinary
+    text is returned unchanged."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def _isatty(stream: TextIO) -> bool:

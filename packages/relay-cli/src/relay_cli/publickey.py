@@ -8,11 +8,11 @@ checked by whoever uses it, so this module only picks the source and reads the f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated
 
 from cyclopts import Parameter
 
+from .files import FileError, read_bytes
 from .runtime import UsageError
 from .values import env_str
 
@@ -44,14 +44,9 @@ def read_public_key_file(path: str) -> str:
     if not path:
         raise UsageError("invalid --public-key-file: empty path")
     try:
-        with Path(path).open("rb") as handle:
-            data = handle.read(MAX_KEY_FILE + 1)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot read public key file {path}: {(exc.strerror or str(exc)).lower()}"
-        ) from None
-    if len(data) > MAX_KEY_FILE:
-        raise UsageError(f"public key file {path} is larger than {MAX_KEY_FILE} bytes")
+        data = read_bytes(path, limit=MAX_KEY_FILE)
+    except FileError as exc:
+        raise UsageError(f"cannot read public key file {path}: {str(exc).lower()}") from None
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import csv
 import io
-import re
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import Parameter
 
-from .durations import DurationError, parse_duration
 from .runtime import Runtime, UsageError
 from .tables import Layout, choose_layout, render, rfc3339
+from .timeflags import parse_moment, parse_span
+from .values import UnsetFlag
 
 if TYPE_CHECKING:
     from relay_core.reports import PoolUsage
@@ -41,41 +40,6 @@ REPORT_HEADERS = (
 MAX_PERIODS = 100_000
 """Periods per pool a report may have: `--every 1m` over a year is half a million rows, which is
 a typing mistake, not a report."""
-
-_DAYS = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(.*)$")
-
-
-def parse_span(text: str, flag: str) -> float:
-    """A duration in Go's syntax, plus whole days and weeks in front: ``30d``, ``1w``, ``1d12h``."""
-    match = _DAYS.match(text)
-    assert match is not None  # the pattern matches every string
-    weeks, days, rest = match.groups()
-    seconds = float(int(weeks or 0) * 7 * 86400 + int(days or 0) * 86400)
-    try:
-        if rest or not (weeks or days):
-            seconds += parse_duration(rest)
-    except DurationError as exc:
-        raise UsageError(f'invalid argument "{text}" for "{flag}" flag: {exc}') from None
-    return seconds
-
-
-def parse_moment(text: str, now: float, flag: str) -> int:
-    """A date (``2026-11-01``, midnight UTC), a date-time (UTC unless it says otherwise), Unix
-    seconds, or a duration back from now (``30d``, ``12h``)."""
-    if text.isdigit():
-        return int(text)
-    if text[:1].isdigit() and "-" in text[1:]:
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            raise UsageError(
-                f'invalid argument "{text}" for "{flag}" flag: expected a date (2026-11-01), '
-                "a date-time (2026-11-01T12:00:00Z) or a duration ago (30d)"
-            ) from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return int(moment.timestamp())
-    return int(now - parse_span(text, flag))
 
 
 def _rows(usage: list[PoolUsage]) -> list[list[str | int | None]]:
@@ -133,7 +97,7 @@ def report(
     until: str | None = None,
     pool: str | None = None,
     every: str | None = None,
-    plain: Annotated[bool | None, Parameter(negative="")] = None,
+    plain: UnsetFlag = None,
     as_json: Annotated[bool, Parameter(name="--json", negative="")] = False,
     as_csv: Annotated[bool, Parameter(name="--csv", negative="")] = False,
     runtime: Annotated[Runtime, Parameter(parse=False)],
@@ -172,9 +136,7 @@ def report(
     # would otherwise leave out a claim refused a moment ago.
     end = parse_moment(until, now, "--until") if until is not None else int(now) + 1
     if start >= end:
-        raise UsageError(
-            f"--since ({rfc3339(start)}) must be before --until ({rfc3339(end)})"
-        )
+        raise UsageError(f"--since ({rfc3339(start)}) must be before --until ({rfc3339(end)})")
     step: int | None = None
     if every is not None:
         step = int(parse_span(every, "--every"))

@@ -35,7 +35,7 @@ class UsageError(Exception):
 def parse_pragmas(values: Sequence[str]) -> dict[str, str]:
     """``["k=v", ...]`` (each value a CSV record) -> ``{k: v}``; reject anything without key and value."""
     pragmas: dict[str, str] = {}
-    for raw in split_csv(values):
+    for raw in split_csv(values, "--pragma"):
         key, sep, value = raw.partition("=")
         if not (sep and key and value):
             raise UsageError(f"invalid pragma format: {raw} (expected key=value)")

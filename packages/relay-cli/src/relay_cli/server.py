@@ -14,7 +14,7 @@ from cyclopts import Parameter
 
 from .durations import DurationError, format_duration, parse_duration
 from .runtime import Runtime, UsageError
-from .values import env_bool, env_duration, env_int, env_str
+from .values import UnsetFlag, env_bool, env_duration, env_int, env_str
 
 if TYPE_CHECKING:
     from .locking import LockConfig
@@ -26,6 +26,12 @@ log = logging.getLogger("relay.cli")
 STRATEGIES = ("fifo", "lifo", "rand")
 _STRATEGY_CHOICES = 'must be one of "lifo", "fifo", or "rand"'
 MIN_TTL = 30.0
+MAX_TTL = 10 * 365 * 86400.0
+"""Ten years: longer is "never expires", which --no-heartbeats says; expiry times stay printable."""
+MAX_CULL_INTERVAL = 86400.0
+"""A day: the reaper sleeps this long between passes, and a longer sleep overflows the clock."""
+MAX_WAIT = 3600
+"""An hour: a claim's ``Prefer: wait`` holds a connection and a thread for that long."""
 
 
 @attrs.frozen
@@ -68,6 +74,8 @@ def resolve_ttl(environ: Mapping[str, str], ttl: str | None) -> float:
         ttl_s = env_duration(environ, "RELAY_LEASE_TTL") or 60.0
     if ttl_s < MIN_TTL:
         raise UsageError("time-to-live value must be at least 30s")
+    if ttl_s > MAX_TTL:
+        raise UsageError(f"time-to-live value must be at most {format_duration(MAX_TTL)}")
     return ttl_s
 
 
@@ -104,13 +112,18 @@ def resolve_options(
     cull_s = _duration_flag(cull_interval, "--cull-interval")
     if cull_s is None:
         cull_s = env_duration(environ, "RELAY_CULL_INTERVAL") or 15.0
-    if cull_s <= 0:
+    if not 0 < cull_s <= MAX_CULL_INTERVAL:
         source = (
             f'argument "{cull_interval}" for "--cull-interval" flag'
             if cull_interval is not None
             else f'RELAY_CULL_INTERVAL "{environ.get("RELAY_CULL_INTERVAL")}"'
         )
-        raise UsageError(f"invalid {source}: must be positive")
+        reason = (
+            "must be positive"
+            if cull_s <= 0
+            else f"must be at most {format_duration(MAX_CULL_INTERVAL)}"
+        )
+        raise UsageError(f"invalid {source}: {reason}")
 
     if strategy is not None:
         if strategy not in STRATEGIES:
@@ -197,12 +210,14 @@ def resolve_options(
 
 
 def _whole_seconds(text: str) -> int:
-    """A bare number of seconds (``30``) or a Go duration of whole seconds (``1m``)."""
-    if text.isascii() and text.isdigit():
-        return int(text)
-    seconds = parse_duration(text)
+    """A bare number of seconds (``30``) or a Go duration of whole seconds (``1m``), from 0 to
+    `MAX_WAIT`."""
+    digits = text[1:] if text[:1] in "+-" else text
+    seconds = float(int(text)) if digits.isascii() and digits.isdigit() else parse_duration(text)
     if seconds < 0:
         raise DurationError("must not be negative")
+    if seconds > MAX_WAIT:
+        raise DurationError(f"must be at most {MAX_WAIT} seconds ({format_duration(MAX_WAIT)})")
     if seconds != int(seconds):
         raise DurationError("must be whole seconds")
     return int(seconds)
@@ -246,8 +261,8 @@ def serve(
     port: Annotated[int | None, Parameter(name=["--port", "-p"])] = None,
     signing_secret: str | None = None,
     ttl: Annotated[str | None, Parameter(name=["--ttl", "-t"])] = None,
-    no_heartbeats: Annotated[bool | None, Parameter(negative="")] = None,
-    strategy: str | None = None,
+    no_heartbeats: UnsetFlag = None,
+    strategy: Annotated[str | None, Parameter(completer=lambda _: STRATEGIES)] = None,
     cull_interval: str | None = None,
     pool: str | None = None,
     threads: int | None = None,
@@ -257,7 +272,7 @@ def serve(
     max_new_nodes_per_minute: int | None = None,
     admin_token: str | None = None,
     admin_token_file: str | None = None,
-    no_metrics: Annotated[bool | None, Parameter(negative="")] = None,
+    no_metrics: UnsetFlag = None,
     max_wait: str | None = None,
     max_waiting: int | None = None,
     config: str | None = None,
@@ -277,13 +292,13 @@ def serve(
     signing_secret
         secret for signing responses [$RELAY_SIGNING_SECRET=hunter2]
     ttl
-        time-to-live for leases, at least 30s (default 1m0s) [$RELAY_LEASE_TTL=60s]
+        time-to-live for leases, 30s to 87600h (default 1m0s) [$RELAY_LEASE_TTL=60s]
     no_heartbeats
         disable node heartbeat monitoring and culling as well as lease extensions [$RELAY_NO_HEARTBEATS=1]
     strategy
         strategy for license distribution e.g. "fifo", "lifo", or "rand" (default fifo) [$RELAY_STRATEGY=rand]
     cull_interval
-        interval at which to cull dead nodes (default 15s) [$RELAY_CULL_INTERVAL=15s]
+        interval at which to cull dead nodes, at most 24h (default 15s) [$RELAY_CULL_INTERVAL=15s]
     pool
         pool to serve licenses from [$RELAY_POOL=prod]
     threads
@@ -303,7 +318,7 @@ def serve(
     no_metrics
         do not serve Prometheus metrics at /metrics [$RELAY_NO_METRICS=1]
     max_wait
-        longest wait for a seat a claim may ask for with "Prefer: wait=N", in seconds or as a duration; 0 disables waiting (default 60) [$RELAY_MAX_WAIT=60]
+        longest wait for a seat a claim may ask for with "Prefer: wait=N", in seconds or as a duration, at most 1h; 0 disables waiting (default 60) [$RELAY_MAX_WAIT=60]
     max_waiting
         claims waiting for a seat at once; the next one gets 410 with Retry-After (default 256) [$RELAY_MAX_WAITING=256]
     config

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from .output import Output
+from .output import Output, printable
 from .values import env_bool
 
 __all__ = ["Layout", "choose_layout", "render", "render_plain", "rfc3339"]
@@ -46,7 +46,9 @@ def choose_layout(
 
 
 def _text(cell: Cell) -> str:
-    return "-" if cell is None else str(cell)
+    """A cell as printed: ``-`` for none; control characters escaped (`printable`), because
+    fingerprints and pool names come from network clients and must not forge rows."""
+    return "-" if cell is None else printable(str(cell))
 
 
 def render_plain(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
@@ -68,13 +70,14 @@ def render_plain(headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
 def _render_rich(headers: Sequence[str], rows: Sequence[Sequence[Cell]], out: Output) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     texts = [[_text(cell) for cell in row] for row in rows]
     table = Table(header_style="bold", border_style="grey42")
     for title in headers:
         table.add_column(title, no_wrap=True)
     for row in texts:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))  # Text: "[red]" in a value is not markup
     console = Console(file=out.stdout, no_color=not out.color)
     # Never squeeze a GUID or a timestamp: widen past the terminal rather than wrap or truncate.
     needed = sum(max(len(h), *(len(r[i]) for r in texts)) + 3 for i, h in enumerate(headers)) + 1

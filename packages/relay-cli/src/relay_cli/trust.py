@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import App, Parameter
 
+from .files import FileError, check_regular_file, read_bytes
 from .runtime import UsageError
 
 if TYPE_CHECKING:
@@ -41,9 +42,9 @@ def read_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     from relay_core.signing import load_private_key
 
     try:
-        pem = Path(path).read_bytes()
-    except OSError as exc:
-        raise TrustError(f"cannot read signing key file {path}: {exc.strerror or exc}") from None
+        pem = read_bytes(path)
+    except FileError as exc:
+        raise TrustError(f"cannot read signing key file {path}: {exc}") from None
     try:
         return load_private_key(pem)
     except ValueError as exc:
@@ -92,6 +93,12 @@ def load_access(
         read_tokens,
     )
 
+    for path, what in ((node_token_file, "node token file"), (allow_fingerprints, "allow-list")):
+        try:
+            if path is not None:
+                check_regular_file(path)  # the watcher reads it whole, now and on each change
+        except FileError as exc:
+            raise TrustError(f"cannot read {what} {path}: {exc}") from None
     try:
         tokens = (
             WatchedFile(node_token_file, read_tokens, what="node token file")
@@ -120,7 +127,7 @@ def _print_public(key: Ed25519PrivateKey) -> None:
 
 def new(
     *,
-    out: Annotated[Path | None, Parameter(name=["--out", "-o"])] = None,
+    out: Annotated[str | None, Parameter(name=["--out", "-o"])] = None,
 ) -> int:
     """write a new Ed25519 signing key for `serve --signing-key-file`
 
@@ -130,14 +137,15 @@ def new(
     Parameters
     ----------
     out
-        file to write the private key to, e.g. key.pem
+        file to write the private key to, e.g. key.pem [required]
     """
     from relay_core.signing import new_private_key, private_key_pem
 
     from .licenses import require
 
     require(out=out)
-    assert out is not None
+    if not out:  # Path("") is ".", which "already exists"
+        raise UsageError('invalid argument "" for "-o, --out" flag: a file name is required')
     key = new_private_key()
     try:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -151,7 +159,7 @@ def new(
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as exc:
-        out.unlink(missing_ok=True)
+        Path(out).unlink(missing_ok=True)
         raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
     _print_public(key)
     return 0

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Mapping
+from typing import Annotated
+
+from cyclopts import Parameter
 
 from .durations import DurationError, parse_duration
 
-__all__ = ["TRUE_WORDS", "env_bool", "env_duration", "env_int", "env_str", "split_csv"]
+__all__ = ["TRUE_WORDS", "UnsetFlag", "env_bool", "env_duration", "env_int", "env_str", "split_csv"]
+
+UnsetFlag = Annotated[bool | None, Parameter(negative="", n_tokens=0)]
+"""A boolean flag whose absence (None) defers to a variable: ``--plain``, ``--plain=false``.
+`n_tokens=0` tells cyclopts (and its completion scripts) that it takes no separate value."""
 
 TRUE_WORDS = frozenset({"true", "t", "1"})
 """The only env values that mean true; anything else counts as unset."""
@@ -56,14 +63,36 @@ def env_duration(environ: Mapping[str, str], *names: str) -> float | None:
     return None
 
 
-def split_csv(values: Iterable[str]) -> list[str]:
+def split_csv(values: Iterable[str], flag: str) -> list[str]:
     """Flatten repeated flag values, each one CSV record: ``["a,b", "c"]`` -> ``[a, b, c]``.
 
     Double quotes protect commas (``'"x,y.lic"'`` -> ``x,y.lic``); an empty value adds nothing.
+    A value that is not one CSV record (an unclosed quote, a line break outside quotes) or has
+    an empty element (``a.lic,``) is a `UsageError` naming `flag`: pflag refuses the first, and
+    the second would only fail later, as a file or id named "".
     """
+    from .output import printable
+    from .runtime import UsageError
+
     items: list[str] = []
     for value in values:
         if value == "":
             continue
-        items.extend(next(csv.reader([value], skipinitialspace=False, strict=False)))
+        try:
+            rows = list(csv.reader([value], strict=True))
+        except csv.Error as exc:
+            reason = _CSV_ERRORS.get(str(exc), str(exc).partition(" - ")[0])
+            raise UsageError(
+                f'invalid argument "{printable(value)}" for "{flag}" flag: {reason}'
+            ) from None
+        record = rows[0] if rows else []
+        if "" in record:
+            raise UsageError(
+                f'invalid argument "{printable(value)}" for "{flag}" flag: '
+                "empty element in the comma-separated list"
+            )
+        items.extend(record)
     return items
+
+
+_CSV_ERRORS = {"unexpected end of data": 'a quoted element has no closing "'}
