@@ -84,7 +84,7 @@ def test_public_key_flag_does_not_exist_when_locked(
     result = locked_install.relay(
         "add", "--file", str(path), "--key", "K", "--public-key", "00" * 32, cwd=site, env=KEY_ENV
     )
-    assert (result.code, result.err) == (1, "Error: unknown option: --public-key\n")
+    assert (result.code, result.err) == (1, "Error: unknown flag: --public-key\n")
     assert not (site / "relay.sqlite").exists()
 
 
@@ -169,7 +169,13 @@ def test_locked_serve_flags_are_unknown(
     """A locked port, address and secret remove their serve flags."""
     result = locked_install.relay("serve", *flag, cwd=site, env=KEY_ENV)
     assert result.code == 1
-    assert result.err.startswith(f"Error: unknown option: {flag[0]}")
+    word = flag[0]
+    unknown = (
+        f"unknown flag: {word}"
+        if word.startswith("--")
+        else f"unknown shorthand flag: {word[1]!r} in {word}"
+    )
+    assert result.err == f"Error: {unknown}\n"
     assert result.err.count("\n") == 1
     assert not (site / "relay.sqlite").exists()
 
