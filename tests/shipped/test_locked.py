@@ -169,7 +169,7 @@ def test_public_key_flag_is_gone_as_in_the_venv(setup: Setup) -> None:
     onefile, venv = setup.here.both(
         *args, files={"x.lic": lic, "relay.lic": setup.machine_file()}, env=KEY_ENV
     )
-    assert onefile == venv == Run(1, "", "Error: unknown option: --public-key\n")
+    assert onefile == venv == Run(1, "", "Error: unknown flag: --public-key\n")
 
 
 UNLOCK = "Error: failed to unlock relay: "
