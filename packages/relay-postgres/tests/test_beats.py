@@ -141,6 +141,44 @@ def test_close_writes_what_is_queued(
     assert _last_heartbeat(postgres_server, schema_url) == [(T0 + 3,)]
 
 
+class CloseBeforeClear(threading.Event):
+    """The flusher's wake-up flag, whose first `clear()` lets `close()` signal first: the
+    interleaving in which the flusher used to clear close()'s wake-up and sleep for ever."""
+
+    def __init__(self, closing: threading.Event) -> None:
+        super().__init__()
+        self.closing = closing
+        self.first = True
+
+    def clear(self) -> None:
+        if self.first:
+            self.first = False
+            self.closing.set()  # what close() does, in its order
+            self.set()
+        super().clear()
+
+
+def test_the_flusher_ends_when_close_signals_just_before_it_clears_its_flag(
+    schema_url: str, writer: LicenseWriter
+) -> None:
+    """This interleaving hung a CI run in close() (test_replicas' teardown)."""
+    store = PostgresStore(schema_url)
+    try:
+        store._flush_wanted = CloseBeforeClear(store._closing)
+        clock = FrozenClock(T0)
+        relay = Relay(store, clock=clock)
+        _seed(relay, writer)
+        relay.claim("n")
+        clock.advance(3)
+        relay.claim("n")  # answered after one read: starts the flusher
+        flusher = store._flusher
+        assert flusher is not None
+        flusher.join(10)
+        assert not flusher.is_alive(), "the flusher missed close()'s signal (close() would hang)"
+    finally:
+        store.close()
+
+
 def test_a_with_block_closes_the_store_and_writes_what_is_queued(
     postgres_server: PostgresServer, schema_url: str, writer: LicenseWriter
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -187,6 +188,36 @@ def test_an_embedded_store_never_closed_writes_its_heartbeats_at_exit(
         ("license.lease_extended", 1),
         ("node.heartbeat_ping", 1),
     ]
+
+
+class CloseBeforeClear(threading.Event):
+    """The flusher's wake-up flag, whose first `clear()` lets `close()` signal first: the
+    interleaving in which the flusher used to clear close()'s wake-up and sleep for ever."""
+
+    def __init__(self, closing: threading.Event) -> None:
+        super().__init__()
+        self.closing = closing
+        self.first = True
+
+    def clear(self) -> None:
+        if self.first:
+            self.first = False
+            self.closing.set()  # what close() does, in its order
+            self.set()
+        super().clear()
+
+
+def test_the_flusher_ends_when_close_signals_just_before_it_clears_its_flag(
+    store: SqliteStore, relay: Relay, clock: FrozenClock
+) -> None:
+    store._flush_wanted = CloseBeforeClear(store._closing)
+    relay.claim("n1")
+    clock.advance(3)
+    relay.claim("n1")  # answered from the cache: starts the flusher
+    flusher = store._flusher
+    assert flusher is not None
+    flusher.join(10)
+    assert not flusher.is_alive(), "the flusher missed close()'s signal (close() would hang)"
 
 
 def test_a_release_evicts_so_the_next_claim_is_a_new_lease(

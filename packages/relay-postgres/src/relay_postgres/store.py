@@ -271,6 +271,8 @@ class PostgresStore:
     def _flush_loop(self) -> None:
         while self._flush_wanted.wait() and not self._closing.wait(FLUSH_INTERVAL):
             self._flush_wanted.clear()
+            if self._closing.is_set():  # close() set the flag just before it was cleared
+                return
             try:
                 self._flush()
             except StorageError as exc:  # given back: try again a moment later

@@ -323,6 +323,8 @@ class SqliteStore:
         try:
             while self._flush_wanted.wait() and not self._closing.wait(FLUSH_INTERVAL):
                 self._flush_wanted.clear()
+                if self._closing.is_set():  # close() set the flag just before it was cleared
+                    return
                 with contextlib.suppress(StorageError):  # the next round tries again
                     self._combined(_nothing)
         finally:  # on a bug, the next heartbeat answered from the cache starts another
