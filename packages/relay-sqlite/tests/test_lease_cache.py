@@ -190,6 +190,36 @@ def test_an_embedded_store_never_closed_writes_its_heartbeats_at_exit(
     ]
 
 
+_FORKED_CHILD_EXITS = """
+import os, sys
+import relay_sqlite.store
+from relay_core import ClaimStatus, Relay
+from relay_sqlite import SqliteStore
+
+relay_sqlite.store.FLUSH_INTERVAL = 3600
+store = SqliteStore(sys.argv[1])
+relay = Relay(store)
+relay.claim("n1")
+assert relay.claim("n1").status is ClaimStatus.EXTENDED  # pending until the close
+child = os.fork()
+if child == 0:
+    sys.exit(0)  # a forked worker that never used the store exits normally
+os.waitpid(child, 0)
+store.close()
+"""
+
+
+def test_a_forked_child_exiting_does_not_close_its_parents_store(
+    db_path: Path, writer: LicenseWriter, raw: sqlite3.Connection
+) -> None:
+    """The exit hook belongs to the process that opened the store: a child closing it would
+    write the parent's pending heartbeat through the parent's connection, and the parent again."""
+    with SqliteStore(db_path) as store:
+        Relay(store).add_license(writer.license(key="K"), "K", public_key=writer.public_key)
+    subprocess.run([sys.executable, "-c", _FORKED_CHILD_EXITS, str(db_path)], check=True)
+    assert [name for name, _ in _events(raw)].count("node.heartbeat_ping") == 2
+
+
 class CloseBeforeClear(threading.Event):
     """The flusher's wake-up flag, whose first `clear()` lets `close()` signal first: the
     interleaving in which the flusher used to clear close()'s wake-up and sleep for ever."""

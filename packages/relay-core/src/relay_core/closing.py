@@ -2,13 +2,15 @@
 interpreter exit even if the embedding application never called `close()`.
 
 Only a weak reference is held, so registering does not keep a store alive; the returned function
-takes the hook back, for `close()` to call first.
+takes the hook back, for `close()` to call first. A child made by `fork()` inherits the hook but
+not the store: its connections are the parent's, so only the process that registered closes.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import weakref
 from collections.abc import Callable
 from typing import Protocol
@@ -27,10 +29,11 @@ class _Closable(Protocol):
 def close_at_exit(owner: _Closable) -> Callable[[], None]:
     """Call `owner.close()` at interpreter exit if it is still alive; returns the unregister."""
     ref = weakref.ref(owner)
+    pid = os.getpid()
 
     def hook() -> None:
         target = ref()
-        if target is None:
+        if target is None or os.getpid() != pid:
             return
         try:
             target.close()
