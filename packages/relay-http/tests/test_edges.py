@@ -101,6 +101,17 @@ def test_unknown_method_on_a_known_path_is_405_with_allow(relay: Relay, call) ->
         assert resp.text == '{"error":"method not allowed"}\n'
 
 
+def test_the_websocket_method_is_a_client_error_with_clock_and_signature(
+    relay: Relay, call
+) -> None:
+    """Falcon refuses WEBSOCKET before any middleware's process_request runs; the answer is
+    still a 4xx (it was a 500 with a traceback) stamped like every other."""
+    resp = call(create_app(relay, signing_secret="hunter2"), "WEBSOCKET", "/v1/health")
+    assert resp.status_code == 400
+    assert resp.headers["relay-clock"] == str(T0)
+    assert verify(resp.headers["relay-signature"], resp.content, "hunter2", now=T0) == T0
+
+
 def test_unknown_method_on_an_unknown_path_is_404(relay: Relay, call) -> None:
     """Without a route, the method does not matter."""
     resp = call(create_app(relay), "FROB", "/v1/nope")

@@ -62,10 +62,16 @@ class ClockSigning:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
+        t = req.context.get("t")
+        if t is None:  # Falcon refused the request before any process_request (WEBSOCKET)
+            t = int(self.clock.now())
+            resp.set_header("Relay-Clock", str(t))
+        if self._key is None and self._secret is None:
+            return
         # A HEAD response and a 204 carry no body, so the signature covers the empty body.
         body = b"" if req.method == "HEAD" or resp.status_code == 204 else resp.render_body()
         value = self.signature(
-            req.context.t,
+            t,
             body or b"",
             nonce=req.context.get("nonce"),
             method=req.method,

@@ -421,7 +421,11 @@ class Server:
             if channel.requests and isinstance(task, ChannelTask) and task.abandon():
                 answered += 1
                 self._answer_stopping(channel, task)
-            channel.will_close = True  # after what is already written, if anything
+            elif channel.requests or channel.total_outbufs_len:
+                with channel.requests_lock:  # a worker may be writing: let its answer out first
+                    channel.close_when_flushed = True
+            else:
+                channel.will_close = True
         if answered:
             logger.warning(
                 "answered 503 to requests still running after the grace period count=%d grace=%ss",
