@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from relay_cli.files import FileError, read_bytes
+from relay_core.small_files import FileError, read_bytes
 
 from .conftest import Cli
 from .test_lock_cli import LICENSE_KEY, full_lock, this_machine

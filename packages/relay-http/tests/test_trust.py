@@ -269,3 +269,18 @@ def test_token_is_checked_before_a_wrong_method_is_answered(relay: Relay, tmp_pa
     app = create_app(relay, access=NodeAccess(tokens=tokens))
     assert request(app, "GET", "/v1/nodes/a").status_code == 401
     assert request(app, "GET", "/v1/nodes/a", {"Authorization": "Bearer alpha"}).status_code == 405
+
+
+def test_a_fifo_swapped_in_while_serving_is_refused_not_waited_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file is re-read on every change, on a request thread holding the watcher's lock: a
+    FIFO nobody writes to (or a device, or a huge file) is refused at once, the last good list
+    kept, instead of blocking every claim behind that read."""
+    path = _file(tmp_path, "allow", "a\n")
+    allow = WatchedFile(path, read_allow_list, what="allow-list")
+    os.remove(path)
+    os.mkfifo(path)
+    allow.reload()  # blocked for ever in open() before
+    assert allow.value.allows("a")
+    assert "not a regular file; keeping the previous one" in caplog.text

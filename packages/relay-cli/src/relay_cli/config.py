@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, Literal, NewType
 
 import attrs
 from relay_core import RelayError
+from relay_core.small_files import FileError, read_text
 
 from .durations import DurationError, format_duration, parse_duration
-from .files import FileError, read_text
 from .server import MAX_CULL_INTERVAL, MAX_TTL, MAX_WAIT, MIN_TTL
 
 if TYPE_CHECKING:

@@ -151,7 +151,7 @@ def _lock_from_wheel(wheel: str) -> EmbeddedLock:
 def unlocked_build(executable: os.PathLike[str] | str) -> bytes:
     """The bytes of `executable`, checked to be an unlocked one-file relay."""
     source = os.fspath(executable)
-    from .files import FileError, read_bytes
+    from relay_core.small_files import FileError, read_bytes
 
     try:
         binary = read_bytes(source, limit=MAX_BINARY_BYTES)

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import Parameter
+from relay_core.small_files import FileError, check_regular_file
 
-from .files import FileError, check_regular_file
 from .publickey import PublicKeyFileFlag, PublicKeyFlag, resolve_public_key
 from .runtime import Runtime, UsageError
 from .tables import Layout, choose_layout, render, rfc3339

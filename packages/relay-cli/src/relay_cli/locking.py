@@ -314,7 +314,7 @@ def unlock(
         raise UnlockError(f"machine could not determine fingerprint: {exc}") from None
     if fingerprint != lock.fingerprint:
         raise UnlockError("machine file fingerprint mismatch")
-    from .files import FileError, read_bytes
+    from relay_core.small_files import FileError, read_bytes
 
     try:
         raw = read_bytes(machine_file_path)

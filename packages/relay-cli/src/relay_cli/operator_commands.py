@@ -117,7 +117,7 @@ def release(
 def read_secret_file(path: str, flag: str) -> str:
     """The secret in a file (e.g. a mounted Kubernetes secret), without surrounding whitespace;
     `UsageError` when it cannot be read or is empty."""
-    from .files import FileError, read_text
+    from relay_core.small_files import FileError, read_text
 
     try:
         text = read_text(path).strip()

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Annotated
 
 from cyclopts import Parameter
+from relay_core.small_files import FileError, read_bytes
 
-from .files import FileError, read_bytes
 from .runtime import UsageError
 from .values import env_str
 

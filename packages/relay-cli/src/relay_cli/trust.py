@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import App, Parameter
+from relay_core.small_files import FileError, check_regular_file, read_bytes
 
-from .files import FileError, check_regular_file, read_bytes
 from .runtime import UsageError
 
 if TYPE_CHECKING:

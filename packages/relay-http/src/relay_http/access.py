@@ -30,6 +30,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 import falcon
+from relay_core.small_files import FileError, read_bytes
 
 __all__ = [
     "AccessFileError",
@@ -148,11 +149,15 @@ class WatchedFile(Generic[T]):
     def _read(self) -> tuple[tuple[int, int, int], T]:
         try:
             stamp = self._stat()
-            text = self.path.read_text(encoding="utf-8")
+            # Re-read on every change while serving: a FIFO or a huge file swapped in later
+            # must not hang or bloat the request thread holding this watcher's lock.
+            text = read_bytes(self.path).decode("utf-8")
         except OSError as exc:
             raise AccessFileError(
                 f"cannot read {self._what} {self.path}: {exc.strerror or exc}"
             ) from None
+        except FileError as exc:
+            raise AccessFileError(f"cannot read {self._what} {self.path}: {exc}") from None
         except UnicodeDecodeError:
             raise AccessFileError(f"{self._what} {self.path} is not UTF-8 text") from None
         try:

@@ -1,7 +1,7 @@
-"""The one way the commands read a file a flag names (keys, tokens, config, machine files).
+"""The one way Relay reads a file a user names (keys, tokens, allow-lists, config, machine files).
 
-A flag's value is whatever the user typed, so it may name a device (``/dev/zero``), a FIFO that
-nobody writes to, or a huge file by mistake. Reading such a path whole would wait forever or
+A path is whatever the user typed or put there, so it may name a device (``/dev/zero``), a FIFO
+that nobody writes to, or a huge file by mistake. Reading such a path whole would wait forever or
 exhaust memory; every file relay reads is small, so anything that is not a regular file within
 a size cap (1 MiB unless the caller says otherwise) is refused with a one-line reason.
 """
