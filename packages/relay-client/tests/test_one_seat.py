@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -17,6 +19,8 @@ from relay_client import (
     Lease,
     LeaseConflictError,
     RelayClient,
+    exits,
+    seatlock,
 )
 from relay_client.wire import Request, Response
 from relay_core import Relay
@@ -162,3 +166,83 @@ def test_a_lost_lease_does_not_block_a_new_one(
             assert again.license_key == "KEY-0"
             assert leased(relay) == 1
         assert lease.released
+
+
+NOWHERE = ["http://127.0.0.1:9"]
+
+
+def test_a_forked_child_neither_keeps_the_lock_nor_holds_a_lease() -> None:
+    """A child made by fork (multiprocessing's default on Linux) that outlives the parent's
+    lease neither keeps the fingerprint locked nor inherits the parent's lock registry."""
+    lock = seatlock.take(NOWHERE, None, "forked", patience=0)
+    go_r, go_w = os.pipe()
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it holds, then outlive the parent's release
+        try:
+            os.write(report_w, str(len(seatlock._held)).encode())
+            os.read(go_r, 1)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(report_r, 16) == b"0"
+        lock.release()
+        seatlock.take(NOWHERE, None, "forked", patience=0).release()  # free again
+    finally:
+        os.write(go_w, b"x")
+        os.waitpid(pid, 0)
+        for fd in (go_r, go_w, report_r, report_w):
+            os.close(fd)
+
+
+FORKING_HOLDER = """
+import os, sys, time
+from relay_client import seatlock
+lock = seatlock.take(["http://127.0.0.1:9"], None, "forked", patience=0)
+child = os.fork()
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_forked_child_does_not_keep_the_lock_of_a_killed_parent() -> None:
+    """The lock dies with its process on SIGKILL even if that process forked a child."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", FORKING_HOLDER], stdout=subprocess.PIPE, text=True
+    )
+    child = 0
+    try:
+        assert holder.stdout is not None
+        child = int(holder.stdout.readline())
+        holder.kill()
+        holder.wait(10)
+        seatlock.take(NOWHERE, None, "forked", patience=0).release()
+    finally:
+        holder.kill()
+        holder.wait(10)
+        if child:
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_forked_child_exiting_does_not_release_the_parents_lease(
+    serve: Serve, make_relay: MakeRelay, leased: Leased
+) -> None:
+    """The exit hooks (atexit, SIGTERM) of a forked child do not give back the parent's seat."""
+    relay = make_relay(ttl=30)
+    with (
+        serve(relay) as url,
+        RelayClient(url, fingerprint="n1", release_on_signal=False).lease() as lease,
+    ):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                exits.release_all()  # what its atexit or SIGTERM handler runs
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        assert leased(relay) == 1
+        lease.check()
+        assert not lease.released

@@ -22,8 +22,9 @@ from typing import TypeVar, cast
 
 from .client import ClientBase
 from .engine import Flow, Sleep
-from .errors import ClientError, RelayUnavailableError
+from .errors import ClientError, LeaseLostError, RelayUnavailableError
 from .lease import LeaseBase, OnLost, warn_release_failed
+from .seatlock import SeatLock
 from .transport import run_blocking
 from .wire import Grant, Request, Response
 
@@ -80,6 +81,21 @@ class AsyncLease(LeaseBase):
     def _wake(self) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is already closed
             self._loop.call_soon_threadsafe(self._woken.set)
+
+    def _call_on_lost(self, on_lost: OnLost, error: LeaseLostError) -> None:
+        """On the event loop, as all of the application's async code runs (the heartbeat's
+        requests run in worker threads): called at once on the loop's thread, else scheduled."""
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if not on_loop:
+            try:
+                self._loop.call_soon_threadsafe(super()._call_on_lost, on_lost, error)
+                return
+            except RuntimeError:  # the loop is closed: nothing runs on it any more
+                pass
+        super()._call_on_lost(on_lost, error)
 
     async def _nap(self, seconds: float) -> bool:
         """Sleep `seconds` with the client's sleep; True if a release woke us first."""
@@ -160,12 +176,8 @@ class AsyncRelayClient(ClientBase[AsyncSleep]):
             if lost is not None:
                 with contextlib.suppress(ClientError):  # it is lost: only its lock matters
                     await cast(AsyncLease, lost).release()
-            seat_lock = await asyncio.to_thread(self._take_seat)
-            try:
-                grant, sent_at = await self._claim(wait)
-            except BaseException:
-                seat_lock.release()
-                raise
+            seat_lock = await self._take_seat_async()
+            grant, sent_at = await self._claim(wait, seat_lock)
         except BaseException:
             self._unreserve()
             raise
@@ -185,29 +197,77 @@ class AsyncRelayClient(ClientBase[AsyncSleep]):
         lease._start(self._sleep)
         return lease
 
-    async def _claim(self, wait: float | None) -> tuple[Grant, float]:
-        # Cancelling the caller must not leak a seat: a request already in flight completes in
-        # its thread, so the claim runs shielded and, once abandoned, gives back what it got.
+    async def _take_seat_async(self) -> SeatLock:
+        """`_take_seat` in a thread; if the caller is cancelled meanwhile, the thread's take
+        still completes, and the lock it took is released there (never held by nobody)."""
+        guard = threading.Lock()
+        abandoned = False
+        taken: list[SeatLock] = []  # what the thread handed over before the caller gave up
+
+        def take() -> SeatLock:
+            seat_lock = self._take_seat()
+            with guard:
+                if not abandoned:
+                    taken.append(seat_lock)
+                    return seat_lock
+            seat_lock.release()
+            return seat_lock
+
+        try:
+            return await asyncio.shield(asyncio.ensure_future(asyncio.to_thread(take)))
+        except asyncio.CancelledError:
+            with guard:
+                abandoned = True
+                handed_over = list(taken)
+            for seat_lock in handed_over:  # taken just before; its result never reached us
+                seat_lock.release()
+            raise
+
+    async def _claim(self, wait: float | None, seat_lock: SeatLock) -> tuple[Grant, float]:
+        """Claim under `seat_lock`, which this releases if the claim fails.
+
+        Cancelling the caller must not leak a seat: a request already in flight completes in
+        its thread, so the claim runs shielded and, once abandoned, gives back what it got.
+        The lock is held until then: another client taking it meanwhile would get the
+        abandoned seat (202), take it over, and lose it to the late give-back.
+        """
         abandoned = threading.Event()
-        flow = self._engine.acquire(self.fingerprint, wait)
-        inner = asyncio.ensure_future(run_async(flow, self._send, self._sleep, abandoned.is_set))
+        try:
+            flow = self._engine.acquire(self.fingerprint, wait)
+            inner = asyncio.ensure_future(
+                run_async(flow, self._send, self._sleep, abandoned.is_set)
+            )
+        except BaseException:
+            seat_lock.release()
+            raise
         try:
             return await asyncio.shield(inner)
         except asyncio.CancelledError:
             abandoned.set()
-            inner.add_done_callback(self._give_back_if_granted)
+            inner.add_done_callback(lambda done: self._give_back_if_granted(done, seat_lock))
+            raise
+        except BaseException:
+            seat_lock.release()
             raise
 
-    def _give_back_if_granted(self, inner: asyncio.Future[tuple[Grant, float]]) -> None:
+    def _give_back_if_granted(
+        self, inner: asyncio.Future[tuple[Grant, float]], seat_lock: SeatLock
+    ) -> None:
+        """Once an abandoned claim ends: give back a seat it got, then free the fingerprint."""
         if inner.cancelled() or inner.exception() is not None:
+            seat_lock.release()
             return
         give_back = self._engine.give_back(self.fingerprint)
-        threading.Thread(
-            target=run_blocking,
-            args=(give_back, self._transport.send, time.sleep),
-            name="relay-give-back",
-            daemon=True,
-        ).start()
+
+        def run() -> None:
+            try:
+                run_blocking(give_back, self._transport.send, time.sleep)
+            except Exception as exc:
+                log.warning("could not give back an abandoned claim's seat: %r", exc)
+            finally:
+                seat_lock.release()
+
+        threading.Thread(target=run, name="relay-give-back", daemon=True).start()
 
     @contextlib.asynccontextmanager
     async def lease(

@@ -6,6 +6,10 @@ taken for a whole TTL. The SIGTERM handler releases every held lease (each withi
 that was the default — restores the default and re-sends SIGTERM, so the process still dies
 exactly as it would have. The handler is installed only from the main thread, only when the
 first lease is held, and never over a SIGTERM the application ignores.
+
+A child made by ``fork`` holds no lease (`seatlock` closes its copies of the locks): it forgets
+the parent's, so its exit or SIGTERM (``multiprocessing``'s ``terminate()``) never gives back the
+parent's seat.
 """
 
 from __future__ import annotations
@@ -64,6 +68,15 @@ class _ExitHooks:
 
 
 _hooks = _ExitHooks()
+
+
+def _after_fork_in_child() -> None:
+    _hooks.held.clear()
+    _hooks.lock = threading.RLock()  # the parent's may have been held by another thread
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def hold(lease: Releasable, *, signals: bool) -> None:

@@ -37,7 +37,8 @@ __all__ = ["Lease", "LeaseBase", "OnLost"]
 log = logging.getLogger("relay_client")
 
 OnLost = Callable[[LeaseLostError], None]
-"""Called once, from the thread that noticed, when a lease is lost."""
+"""Called once when a lease is lost: for a `Lease`, in the thread that noticed (usually the
+heartbeat thread); for an `AsyncLease`, on its event loop."""
 
 DEADLINE_MARGIN = 1.0
 """The relay stores heartbeats in whole seconds, so it may cull up to 1 s before sent+TTL."""
@@ -187,10 +188,14 @@ class LeaseBase:
             error = self._lost = LeaseLostError(self._fingerprint, reason)
         log.warning("%s", error)
         if self._on_lost is not None:
-            try:
-                self._on_lost(error)
-            except Exception:
-                log.exception("the on_lost callback of a relay lease failed")
+            self._call_on_lost(self._on_lost, error)
+
+    def _call_on_lost(self, on_lost: OnLost, error: LeaseLostError) -> None:
+        """Run `on_lost` (each client's way: here, in the thread that noticed the loss)."""
+        try:
+            on_lost(error)
+        except Exception:
+            log.exception("the on_lost callback of a relay lease failed")
 
     def _refresh(self) -> None:
         with self._lock:

@@ -10,10 +10,16 @@ fingerprint whose lock was free is a dead run's seat, which the client may safel
 Locks are advisory ``flock`` locks (``msvcrt.locking`` on Windows), per open file, so two clients
 in one process exclude each other too. If the directory cannot be used, a warning is logged and
 only the relay-side check remains (a second 202 after the takeover is refused).
+
+A ``flock`` belongs to the open file description, which a child made by ``fork`` shares: so the
+child closes its copies of the lock files at once (``os.register_at_fork``) and holds no lease,
+else the lock would outlive the parent's release, even the parent's death.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -34,11 +40,19 @@ if sys.platform == "win32":
     import msvcrt
 
     def _try_lock(fd: int) -> bool:
+        os.lseek(fd, 0, os.SEEK_SET)  # msvcrt locks bytes from the file position: byte 0
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:  # held elsewhere (EACCES or EDEADLOCK)
-            return False
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EDEADLK):  # held elsewhere (EDEADLOCK)
+                return False
+            raise  # cannot lock at all: the caller warns
         return True
+
+    def _unlock(fd: int) -> None:
+        # Windows frees a lock left on a closed file only eventually: unlock it first.
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
     def _user() -> str:
         return "user"  # Windows' temp directory is already per user
@@ -52,6 +66,11 @@ else:
         except BlockingIOError:  # held elsewhere
             return False
         return True
+
+    def _unlock(fd: int) -> None:
+        # Explicit, not only by closing: a copy of the fd that escaped the fork handler (a
+        # C-level fork) shares the lock, and unlocking drops it there too.
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _user() -> str:
         return str(os.getuid())
@@ -74,14 +93,47 @@ class SeatLock:
                 return
             if _held.get(self.key) is self:
                 del _held[self.key]
-            if self._fd is not None:
-                os.close(self._fd)  # closing drops the lock
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                try:
+                    _unlock(fd)
+                except OSError as exc:  # closing drops it anyway (on Windows, eventually)
+                    log.debug("relay_client: cannot unlock a seat lock (%s)", exc)
+                finally:
+                    os.close(fd)
             self.ended.set()
 
 
 _registry = threading.RLock()  # the SIGTERM handler may release a lease inside take()
 _held: dict[str, SeatLock] = {}
 _warned: list[str] = []  # warn once per process
+
+
+def _before_fork() -> None:
+    _registry.acquire()  # fork with `_held` and the lock files consistent, never mid-take
+
+
+def _after_fork_in_parent() -> None:
+    _registry.release()
+
+
+def _after_fork_in_child() -> None:
+    """The child holds no lease: close its copies of the lock files and forget the parent's."""
+    for lock in _held.values():
+        fd, lock._fd = lock._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # not unlocked: that would unlock the parent's lease too
+    _held.clear()
+    _registry.release()  # taken by `_before_fork` in this very thread: no other thread here
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 def take(urls: Sequence[str], pool: str | None, fingerprint: str, *, patience: float) -> SeatLock:
