@@ -220,6 +220,8 @@ def test_version_on_an_unwritable_stdout_is_one_line(
         (("add", "--version"), "Error: unknown flag: --version\n"),
         (("db", "copy", "--version"), "Error: unknown flag: --version\n"),
         (("ls", "junk", "--foo"), "Error: unknown flag: --foo\n"),
+        (("--version", "--foo"), "Error: unknown flag: --foo\n"),
+        (("--version", "extra"), "Error: unknown command \"extra\" for \"relay\". Run 'relay --help' for usage.\n"),
     ],
 )  # fmt: skip
 def test_parse_errors_use_pflag_wording(

@@ -280,8 +280,16 @@ def create_app(
         env = os.environ if environ is None else environ
         out = Output(color=color_wanted(env, no_color=no_color))
         if version:  # root only, as cobra's: `relay add --version` is an unknown flag
-            if tokens:
-                out.fatal("unknown flag: --version")
+            if tokens:  # cobra names the first thing it cannot take
+                first = tokens[0]
+                if first.startswith("-"):
+                    out.fatal(_unknown_flag(first))
+                elif first in app:
+                    out.fatal("unknown flag: --version")  # given to a command
+                else:
+                    out.fatal(
+                        f'unknown command "{first}" for "relay". Run \'relay --help\' for usage.'
+                    )
                 return 1
             from .app import write_stdout
 
