@@ -307,6 +307,8 @@ def test_an_unusable_public_key_is_a_configuration_error() -> None:
         ("http://127.0.0.1:6349", {"pool": "x\r\nInjected: 1"}, "Relay-Pool"),
         ("http://127.0.0.1:6349", {"pool": " prod"}, "Relay-Pool"),
         ("http://127.0.0.1:6349", {"node_token": "令牌"}, "node_token"),
+        ("http://127.0.0.1:6349", {"node_token": ""}, "node_token"),
+        ("http://127.0.0.1:6349", {"node_token": "a b"}, "node_token"),
         ("http://[::1", {}, "not a relay URL"),
         ("http://127.0.0.1:0", {}, "bad port"),
         ("http://127.0.0.1:6349/池", {}, "not a relay URL"),

@@ -27,7 +27,7 @@ from .failover import FailoverTransport, parse_endpoints
 from .lease import Lease, LeaseBase, OnLost, warn_release_failed
 from .seatlock import SeatLock
 from .transport import HttpTransport, run_blocking
-from .wire import Wire, header_value
+from .wire import Wire, header_value, sendable
 
 __all__ = ["ClientBase", "RelayClient"]
 
@@ -115,7 +115,7 @@ class ClientBase(Generic[SleepT]):
                     f"signing_public_key is not usable ({exc}): pass the relay's public key as "
                     "`relay signing-key show` prints it, 64 hex digits or PEM"
                 ) from None
-        if node_token is not None and (not header_value(node_token) or " " in node_token):
+        if node_token is not None and not (node_token and sendable(node_token)):
             raise ConfigurationError(
                 "node_token must be one line of printable ASCII without spaces, as in the relay's "
                 "node token file"

@@ -74,7 +74,7 @@ class Endpoint:
             raise ConfigurationError(f"not a relay URL: {url!r}: {usage}")
         if port == 0:
             raise ConfigurationError(f"bad port in relay URL {url!r}: use a number 1-65535")
-        if not _sendable(parts.path) or not _sendable(host):
+        if not sendable(parts.path) or not sendable(host):
             raise ConfigurationError(
                 f"not a relay URL: {url!r}: the host and path must be ASCII without spaces "
                 "(percent-encode the path)"
@@ -297,17 +297,17 @@ class Wire:
         )
 
 
-def _sendable(text: str) -> bool:
-    """True if `text` goes into a request line or header unchanged: visible ASCII only."""
-    return text.isascii() and text.isprintable() and " " not in text
-
-
 def header_value(text: str) -> bool:
     """True if `text` is a header value HTTP carries unchanged: printable ASCII, not padded.
 
     The API defines no encoding for non-ASCII header values, and HTTP strips outer spaces.
     """
     return text.isascii() and text.isprintable() and text == text.strip()
+
+
+def sendable(text: str) -> bool:
+    """True if `text` goes into a request line or a token unchanged: visible ASCII, no space."""
+    return header_value(text) and " " not in text
 
 
 def _error_text(response: Response) -> str:
