@@ -72,16 +72,16 @@ class DashboardPage:
         resp.data = self._html
 
 
-def _seconds(req: falcon.Request, name: str, default: int | None) -> int | None:
+def _seconds(
+    req: falcon.Request, name: str, default: int | None, expected: str | None = None
+) -> int | None:
+    """The parameter as whole seconds, up to `MAX_TIME`; a 400 saying `expected` otherwise."""
     value = req.get_param(name)
     if value is None:
         return default
     if not (value.isascii() and value.isdigit()) or int(value) > MAX_TIME:
-        if name == "every":
-            raise falcon.HTTPBadRequest(
-                description="every must be a whole number of seconds, at least 60"
-            )
-        raise falcon.HTTPBadRequest(description=f"{name} must be Unix seconds up to {MAX_TIME}")
+        expected = expected or f"Unix seconds up to {MAX_TIME}"
+        raise falcon.HTTPBadRequest(description=f"{name} must be {expected}")
     return int(value)
 
 
@@ -105,7 +105,7 @@ class AdminUsage:
         until = min(until, now)
         since = _seconds(req, "since", max(0, until - 86400))
         assert since is not None
-        every = _seconds(req, "every", None)
+        every = _seconds(req, "every", None, "a whole number of seconds, at least 60")
         if since >= now:
             raise falcon.HTTPBadRequest(description="since must not be in the future")
         if since >= until:

@@ -43,6 +43,7 @@ __all__ = [
     "install_error_handlers",
     "out_of_band_error",
     "rule_for",
+    "wsgi_path",
 ]
 
 logger = logging.getLogger("relay")
@@ -212,10 +213,16 @@ def _handler(rule: ErrorRule) -> Any:
     return handle
 
 
+def wsgi_path(environ: dict[str, Any]) -> str:
+    """The percent-decoded path as WSGI gives it (latin-1 text), script name included."""
+    path: str = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    return path
+
+
 def log_path(environ: dict[str, Any]) -> str:
     """The decoded path for a log line, bytes that are not UTF-8 kept (the formatter escapes
     them) rather than replaced, as Falcon's `req.path` does."""
-    return wsgi_text(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+    return wsgi_text(wsgi_path(environ))
 
 
 def wsgi_text(value: str) -> str:

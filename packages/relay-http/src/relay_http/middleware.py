@@ -25,7 +25,7 @@ from falcon.constants import COMBINED_METHODS
 from relay_core import Clock
 from relay_core.signing import header, sign, valid_nonce
 
-from .errors import PathEncodingError, PathEscapeError, log_path, wsgi_text
+from .errors import PathEncodingError, PathEscapeError, log_path, wsgi_path, wsgi_text
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -104,13 +104,18 @@ class ClockSigning:
         return headers
 
 
+def _target_path(environ: dict[str, Any]) -> str | None:
+    """The path of the request line as sent (no query), when the WSGI server passes it on."""
+    target = environ.get("REQUEST_URI") or environ.get("RAW_URI")
+    return target.partition("?")[0] if isinstance(target, str) else None
+
+
 def raw_path(environ: dict[str, Any]) -> str:
     """The request target's path as the client sent it (percent-encoding kept, no query)."""
-    target = environ.get("REQUEST_URI") or environ.get("RAW_URI")
-    if isinstance(target, str) and target.startswith("/"):
-        return target.partition("?")[0]
-    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    return urllib.parse.quote(path.encode("latin-1", "replace"), safe="/")
+    target = _target_path(environ)
+    if target is not None and target.startswith("/"):
+        return target
+    return urllib.parse.quote(wsgi_path(environ).encode("latin-1", "replace"), safe="/")
 
 
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -120,10 +125,10 @@ class PathCheck:
     """400 for a path that cannot be read as exactly one string (see `InvalidPathError`)."""
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        target = req.env.get("REQUEST_URI") or req.env.get("RAW_URI")
-        if isinstance(target, str) and _BAD_ESCAPE.search(target.partition("?")[0]):
+        target = _target_path(req.env)
+        if target is not None and _BAD_ESCAPE.search(target):
             raise PathEscapeError()
-        path = req.env.get("SCRIPT_NAME", "") + req.env.get("PATH_INFO", "")
+        path = wsgi_path(req.env)
         if not path.isascii():
             try:
                 path.encode("latin-1").decode("utf-8")  # strict: no surrogates either

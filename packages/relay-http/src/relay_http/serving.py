@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import falcon
 import waitress
-from relay_core import Relay, RelayError
+from relay_core import Relay, RelayError, SystemClock
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
@@ -342,7 +342,7 @@ class Server:
             raise _bind_error(host, port, exc) from None
         # The answers written without the app: stamped like the app's (`create_app`'s signing
         # settings, given by `serve`; a bare Server only sets Relay-Clock).
-        self._answers = Answers(signing or ClockSigning(_SystemClock(), None))
+        self._answers = Answers(signing or ClockSigning(SystemClock(), None))
         for dispatcher in list(self._map.values()):
             if isinstance(dispatcher, BaseWSGIServer):
                 dispatcher.channel_class = QuietChannel
@@ -483,11 +483,6 @@ _ANSWER_SECONDS = 0.2
 
 _QUIET = logging.getLogger("relay.waitress")
 _QUIET.disabled = True  # waitress's "N thread(s) still running": `_answer_the_rest` said it
-
-
-class _SystemClock:
-    def now(self) -> float:
-        return time.time()
 
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
