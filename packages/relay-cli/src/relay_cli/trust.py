@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import App, Parameter
-from relay_core.small_files import FileError, check_regular_file, read_bytes
+from relay_core.small_files import FileError, read_bytes
 
 from .runtime import UsageError
 
@@ -93,13 +93,7 @@ def load_access(
         read_tokens,
     )
 
-    for path, what in ((node_token_file, "node token file"), (allow_fingerprints, "allow-list")):
-        try:
-            if path is not None:
-                check_regular_file(path)  # the watcher reads it whole, now and on each change
-        except FileError as exc:
-            raise TrustError(f"cannot read {what} {path}: {exc}") from None
-    try:
+    try:  # WatchedFile reads through relay_core.small_files: no device, FIFO or huge file
         tokens = (
             WatchedFile(node_token_file, read_tokens, what="node token file")
             if node_token_file is not None
